@@ -1,0 +1,10 @@
+"""mrcnn_tf: Mask R-CNN instance segmentation for TensorFlow 2 / Keras 3, built from plugins.
+
+Importing this package is cheap (no TensorFlow). The registries live in
+:mod:`mrcnn_tf.registries`; :func:`mrcnn_tf.registries.load_builtins` imports the built-in
+components, and :func:`mrcnn_tf.config.load_config` reads a YAML config.
+"""
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,1 @@
+"""Registered ``keras.losses.Loss`` subclasses."""

@@ -1,0 +1,1 @@
+"""Keras layers by role; each module registers its components on import."""

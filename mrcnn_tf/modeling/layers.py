@@ -1,0 +1,117 @@
+"""Small shared building blocks: normalization by name, initializers, padded convolutions."""
+
+from __future__ import annotations
+
+import keras
+
+#: Normalizations a backbone or head may ask for by name.
+NORMS = ("frozen_bn", "bn", "sync_bn", "gn", "none")
+
+
+def he_normal_fan_out() -> keras.initializers.Initializer:
+    """Kaiming-normal with fan-out, as torchvision and Detectron2 initialise ResNet convs."""
+    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def xavier_fill() -> keras.initializers.Initializer:
+    """Detectron2's ``c2_xavier_fill`` (kaiming-uniform with a=1): U(±sqrt(3 / fan_in))."""
+    return keras.initializers.VarianceScaling(scale=1.0, mode="fan_in", distribution="uniform")
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_tf")
+class FrozenBatchNormalization(keras.layers.Layer):
+    """Batch norm with fixed statistics and affine parameters (Detectron2's ``FrozenBatchNorm2d``).
+
+    ``y = (x - moving_mean) / sqrt(moving_variance + epsilon) * gamma + beta`` over the last
+    axis, in training and inference alike. Unlike ``BatchNormalization(trainable=False)``,
+    it stays frozen when a parent sets ``trainable = True``: its weights are created
+    non-trainable and it has no training mode. Weight names match ``BatchNormalization`` so
+    checkpoints convert one to one. Input and output: ``[..., C]`` float.
+    """
+
+    def __init__(self, epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        channels = (input_shape[-1],)
+        self.gamma = self.add_weight(shape=channels, initializer="ones", trainable=False, name="gamma")
+        self.beta = self.add_weight(shape=channels, initializer="zeros", trainable=False, name="beta")
+        self.moving_mean = self.add_weight(
+            shape=channels, initializer="zeros", trainable=False, name="moving_mean"
+        )
+        self.moving_variance = self.add_weight(
+            shape=channels, initializer="ones", trainable=False, name="moving_variance"
+        )
+
+    def call(self, inputs, training=None):
+        scale = self.gamma * keras.ops.rsqrt(self.moving_variance + self.epsilon)
+        offset = self.beta - self.moving_mean * scale
+        return inputs * keras.ops.cast(scale, inputs.dtype) + keras.ops.cast(offset, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(epsilon=self.epsilon)
+        return config
+
+
+def make_norm(norm: str, name: str, *, epsilon: float = 1e-5, groups: int = 32) -> keras.layers.Layer:
+    """A normalization layer by name.
+
+    Args:
+        norm: ``frozen_bn`` (batch norm with fixed statistics and affine parameters: the
+            detection default, since per-GPU batches are too small for BN statistics),
+            ``bn`` (trainable), ``sync_bn`` (trainable, statistics synchronised across
+            replicas), ``gn`` (GroupNorm, Wu & He 2018) or ``none`` (identity).
+        name: the layer name.
+        epsilon: numerical epsilon; 1e-5 matches torchvision and Detectron2 checkpoints.
+        groups: GroupNorm groups.
+    """
+    if norm == "frozen_bn":
+        return FrozenBatchNormalization(epsilon=epsilon, name=name)
+    if norm in ("bn", "sync_bn"):
+        return keras.layers.BatchNormalization(
+            epsilon=epsilon, momentum=0.9, synchronized=norm == "sync_bn", name=name
+        )
+    if norm == "gn":
+        return keras.layers.GroupNormalization(groups=groups, epsilon=epsilon, name=name)
+    if norm == "none":
+        return keras.layers.Identity(name=name)
+    raise ValueError(f"unknown norm '{norm}'; choose one of {', '.join(NORMS)}")
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_tf")
+class PaddedConv2D(keras.layers.Conv2D):
+    """``Conv2D`` with symmetric zero padding of ``dilation * (kernel_size // 2)`` pixels.
+
+    Keras ``padding="same"`` pads more on the bottom/right for stride 2; symmetric padding
+    (PyTorch's) keeps feature maps aligned with torchvision and Detectron2 checkpoints.
+    Input ``[B, H, W, C]``; output ``[B, ceil(H / s), ceil(W / s), filters]`` for odd kernels.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, **kwargs):
+        kwargs.pop("padding", None)
+        kwargs.setdefault("kernel_initializer", he_normal_fan_out())
+        super().__init__(filters, kernel_size, padding="valid", **kwargs)
+
+    def _pads(self) -> tuple[int, int]:
+        return (
+            self.dilation_rate[0] * (self.kernel_size[0] // 2),
+            self.dilation_rate[1] * (self.kernel_size[1] // 2),
+        )
+
+    def call(self, inputs):
+        py, px = self._pads()
+        if py or px:
+            inputs = keras.ops.pad(inputs, [[0, 0], [py, py], [px, px], [0, 0]])
+        return super().call(inputs)
+
+    def compute_output_shape(self, input_shape):
+        py, px = self._pads()
+        b, h, w, c = input_shape
+        return super().compute_output_shape(
+            (b, None if h is None else h + 2 * py, None if w is None else w + 2 * px, c)
+        )

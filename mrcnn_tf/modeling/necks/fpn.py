@@ -1,0 +1,96 @@
+"""Feature Pyramid Network neck (Lin et al., "Feature Pyramid Networks for Object Detection", CVPR 2017)."""
+
+from __future__ import annotations
+
+import keras
+
+from mrcnn_tf.modeling.layers import PaddedConv2D, xavier_fill
+from mrcnn_tf.registries import NECKS
+
+
+@NECKS.register(aliases=("fpn",))
+class FPN(keras.layers.Layer):
+    """FPN: lateral 1×1 convs, top-down nearest-neighbour upsampling and sum, 3×3 output convs.
+
+    ``P_k = conv3x3(lateral_k(C_k) + upsample2x(top-down_{k+1}))`` for k = 2..5, and
+    ``P6 = P5[:, ::2, ::2]`` (max pooling with a 1×1 window and stride 2, as in the Mask R-CNN
+    FPN models; it only feeds the RPN). Convs use Detectron2's ``c2_xavier_fill``, biases 0.
+
+    Args:
+        num_channels: channels of every output level (256 in the paper).
+        min_level: lowest input/output level (2 means C2/P2 at stride 4).
+        max_level: highest output level; levels above the highest input level (5) are made
+            by stride-2 subsampling of the level below (P6).
+
+    Call:
+        inputs: ``{"C2": [B, H/4, W/4, c2], ..., "C5": [B, H/32, W/32, c5]}`` float, where
+            H and W are multiples of ``2**max_level`` for exact alignment (other sizes work:
+            the upsampled map is cropped to the lateral's size).
+
+    Returns:
+        ``{"P2": [B, H/4, W/4, num_channels], ..., "P6": [B, H/64, W/64, num_channels]}``.
+    """
+
+    def __init__(self, num_channels: int = 256, min_level: int = 2, max_level: int = 6, **kwargs):
+        super().__init__(**kwargs)
+        if not 2 <= min_level <= 5 or max_level < 5:
+            raise ValueError(f"FPN needs 2 <= min_level <= 5 <= max_level, got {min_level}..{max_level}")
+        self.num_channels = num_channels
+        self.min_level = min_level
+        self.max_level = max_level
+        self.input_levels = list(range(min_level, 6))
+        self.laterals = {
+            k: keras.layers.Conv2D(num_channels, 1, kernel_initializer=xavier_fill(), name=f"lateral{k}")
+            for k in self.input_levels
+        }
+        self.outputs = {
+            k: PaddedConv2D(num_channels, 3, use_bias=True, kernel_initializer=xavier_fill(), name=f"output{k}")
+            for k in self.input_levels
+        }
+
+    @property
+    def output_strides(self) -> dict[str, int]:
+        """Stride of each output level relative to the input image."""
+        return {f"P{k}": 2**k for k in range(self.min_level, self.max_level + 1)}
+
+    @property
+    def output_channels(self) -> dict[str, int]:
+        """Channels of each output level."""
+        return {f"P{k}": self.num_channels for k in range(self.min_level, self.max_level + 1)}
+
+    def build(self, input_shape):
+        for k in self.input_levels:
+            shape = tuple(input_shape[f"C{k}"])
+            self.laterals[k].build(shape)
+            self.outputs[k].build(shape[:-1] + (self.num_channels,))
+
+    def call(self, inputs):
+        missing = [f"C{k}" for k in self.input_levels if f"C{k}" not in inputs]
+        if missing:
+            raise ValueError(f"FPN needs backbone features {missing}; got {sorted(inputs)}")
+        results = {}
+        top_down = None
+        for k in reversed(self.input_levels):
+            lateral = self.laterals[k](inputs[f"C{k}"])
+            if top_down is not None:
+                up = keras.ops.repeat(keras.ops.repeat(top_down, 2, axis=1), 2, axis=2)
+                shape = keras.ops.shape(lateral)
+                lateral = lateral + up[:, : shape[1], : shape[2], :]
+            top_down = lateral
+            results[f"P{k}"] = self.outputs[k](lateral)
+        for k in range(6, self.max_level + 1):
+            results[f"P{k}"] = results[f"P{k - 1}"][:, ::2, ::2, :]
+        return {f"P{k}": results[f"P{k}"] for k in range(self.min_level, self.max_level + 1)}
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape[f"C{self.min_level}"]
+        out = {}
+        for k in range(self.min_level, self.max_level + 1):
+            f = 2 ** (k - self.min_level)
+            out[f"P{k}"] = (b, None if h is None else -(-h // f), None if w is None else -(-w // f), self.num_channels)
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_channels=self.num_channels, min_level=self.min_level, max_level=self.max_level)
+        return config
