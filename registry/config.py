@@ -305,6 +305,8 @@ def apply_override(cfg: dict, text: str, origins: Origins | None = None) -> None
             if nxt_is_index:
                 raise ConfigError(f"'{format_path(parts[: depth + 1])}' is not a list", file=source)
             node[part] = {}
+            if origins is not None:
+                origins[tuple(parts[: depth + 1])] = source
         node = node[part]
     last = parts[-1]
     if isinstance(node, list):
@@ -469,9 +471,21 @@ def load_config(
     return cfg
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block style for mappings, flow style (``[a, b]``) for lists of scalars."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = all(not isinstance(v, (dict, list)) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
 def dump_config(cfg: Mapping) -> str:
     """The config as YAML text that :func:`load_config` reads back to an equal dict."""
-    return yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=None, width=100)
+    return yaml.dump(_plain(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
 
 
 def _plain(node: Any) -> Any:

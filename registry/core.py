@@ -177,10 +177,13 @@ class Registry:
 
     def close_matches(self, name: str, n: int = 3) -> list[str]:
         """Registered names (and aliases) that look like ``name``, best first."""
-        candidates = list(self._entries) + list(self._aliases)
-        lowered = {c.lower(): c for c in candidates}
-        hits = difflib.get_close_matches(str(name).lower(), list(lowered), n=n, cutoff=0.6)
-        return [lowered[h] for h in hits]
+        canonical = {key: key for key in self._entries}
+        canonical.update(self._aliases)  # alias -> canonical name
+        lowered = {}
+        for candidate, target in canonical.items():
+            lowered.setdefault(candidate.lower(), target)
+        hits = difflib.get_close_matches(str(name).lower(), list(lowered), n=n * 2, cutoff=0.6)
+        return list(dict.fromkeys(lowered[h] for h in hits))[:n]
 
     def unknown_message(self, name: str) -> str:
         """The error text for an unknown name: registry, close matches, plugin hint."""
@@ -261,7 +264,10 @@ class Registry:
         problems = check_arguments(entry, merged, injected_ok=False)
         if problems:
             raise ConfigError(f"{self.name} '{entry.name}': " + "; ".join(m for _, m in problems))
-        return entry.cls(**merged)
+        try:
+            return entry.cls(**merged)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{self.name} '{entry.name}': {exc}") from exc
 
 
 # ----------------------------------------------------------------------- argument checks
