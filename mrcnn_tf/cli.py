@@ -66,6 +66,7 @@ def _import_framework(debug: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _quiet_native_stderr(not debug):
         import tensorflow  # noqa: F401
+
         from mrcnn_tf.registries import load_builtins
 
         load_builtins()
@@ -84,7 +85,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         configs = list_configs()
         print(f"configs ({len(configs)}) in {CONFIG_ROOT}")
         for path in configs:
-            print(f"  {str(path.relative_to(CONFIG_ROOT)):<44} {_yaml_description(path)}")
+            print(f"  {path.relative_to(CONFIG_ROOT)!s:<44} {_yaml_description(path)}")
         return 0
     _import_framework(args.debug)
     from mrcnn_tf.registries import ALL, registry_for_role
@@ -171,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``mrcnn-tf``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and TensorFlow's logs"
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and TensorFlow's logs",
     )
     overrides = argparse.ArgumentParser(add_help=False)
     overrides.add_argument(
@@ -200,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = p.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
     config_sub.required = True
     show = config_sub.add_parser(
-        "show", parents=[common, overrides], help="print the fully resolved config (bases merged, overrides applied)"
+        "show",
+        parents=[common, overrides],
+        help="print the fully resolved config (bases merged, overrides applied)",
     )
     show.add_argument("config", help="a YAML file or the name of a bundled config")
     show.set_defaults(func=cmd_config_show)
@@ -210,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, overrides],
         help="the main job: train on the built-in synthetic dataset, evaluate, export, predict",
     )
-    p.add_argument("--config", default="mask_rcnn_r18_fpn_synthetic", help="config to run (default: %(default)s)")
+    p.add_argument(
+        "--config", default="mask_rcnn_r18_fpn_synthetic", help="config to run (default: %(default)s)"
+    )
     p.add_argument("--workdir", default="work_dirs/demo", help="where outputs go (default: %(default)s)")
     p.set_defaults(func=cmd_demo)
 

@@ -3,7 +3,15 @@
 This package imports no TensorFlow, so it can be used (and tested) on its own.
 """
 
-from registry.config import apply_override, dump_config, load_config, merge, parse_override, read_yaml, validate
+from registry.config import (
+    apply_override,
+    dump_config,
+    load_config,
+    merge,
+    parse_override,
+    read_yaml,
+    validate,
+)
 from registry.core import Entry, Registry, check_arguments, constructor_parameters
 from registry.errors import ConfigError, PluginError, RegistryError, UserError
 from registry.plugins import import_modules, load_entry_points

@@ -170,6 +170,16 @@ def _delete_flag(node: dict, path: Path_, source: str) -> bool:
     return flag
 
 
+def _check_delete_flags(node: Any, path: Path_, source: str) -> None:
+    if isinstance(node, dict):
+        _delete_flag(node, path, source)
+        for key, value in node.items():
+            _check_delete_flags(value, (*path, key), source)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_delete_flags(value, (*path, index), source)
+
+
 def _strip_delete(node: Any) -> Any:
     if isinstance(node, dict):
         return {k: _strip_delete(v) for k, v in node.items() if k != DELETE_KEY}
@@ -178,7 +188,9 @@ def _strip_delete(node: Any) -> Any:
     return node
 
 
-def merge(base: dict, child: dict, *, source: str = "", origins: Origins | None = None, path: Path_ = ()) -> dict:
+def merge(
+    base: dict, child: dict, *, source: str = "", origins: Origins | None = None, path: Path_ = ()
+) -> dict:
     """Deep-merge ``child`` onto ``base`` (neither is modified) and return the result.
 
     Dicts merge recursively; any other value (lists included) replaces. A child dict with
@@ -212,7 +224,9 @@ def _as_base_list(value: Any, source: str) -> list[str]:
         return [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
-    raise ConfigError(f"{BASE_KEY} must be a path or a list of paths, got {value!r}", file=source, key=BASE_KEY)
+    raise ConfigError(
+        f"{BASE_KEY} must be a path or a list of paths, got {value!r}", file=source, key=BASE_KEY
+    )
 
 
 def _as_imports(value: Any, source: str) -> list[str]:
@@ -235,6 +249,7 @@ def _load_tree(path: Path, stack: tuple[Path, ...]) -> tuple[dict, Origins, list
         raise ConfigError(f"{BASE_KEY} cycle: {chain}", file=str(path), key=BASE_KEY)
     raw = read_yaml(path)
     source = str(path)
+    _check_delete_flags(raw, (), source)
     merged: dict = {}
     origins: Origins = {}
     imports: list[str] = []
@@ -271,7 +286,9 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     """
     source = f"--set {text}"
     if not isinstance(text, str) or "=" not in text:
-        raise ConfigError("an override must look like key.path=VALUE (e.g. model.backbone.depth=50)", file=source)
+        raise ConfigError(
+            "an override must look like key.path=VALUE (e.g. model.backbone.depth=50)", file=source
+        )
     key, _, value_text = text.partition("=")
     key = key.strip()
     parts = key.split(".") if key else []
@@ -293,7 +310,8 @@ def apply_override(cfg: dict, text: str, origins: Origins | None = None) -> None
         if isinstance(node, list):
             if not isinstance(part, int) or not -len(node) <= part < len(node):
                 raise ConfigError(
-                    f"index {part} is out of range for the list at '{format_path(parts[:depth])}'", file=source
+                    f"index {part} is out of range for the list at '{format_path(parts[:depth])}'",
+                    file=source,
                 )
             node = node[part]
             continue
@@ -311,9 +329,13 @@ def apply_override(cfg: dict, text: str, origins: Origins | None = None) -> None
     last = parts[-1]
     if isinstance(node, list):
         if not isinstance(last, int) or not -len(node) <= last < len(node):
-            raise ConfigError(f"index {last} is out of range for the list at '{format_path(parts[:-1])}'", file=source)
+            raise ConfigError(
+                f"index {last} is out of range for the list at '{format_path(parts[:-1])}'", file=source
+            )
     elif not isinstance(node, dict):
-        raise ConfigError(f"'{format_path(parts[:-1])}' is a {type(node).__name__}, not a mapping", file=source)
+        raise ConfigError(
+            f"'{format_path(parts[:-1])}' is a {type(node).__name__}, not a mapping", file=source
+        )
     node[last] = value
     if origins is not None:
         _forget(origins, tuple(parts))
@@ -338,7 +360,9 @@ def _error(reason: str, origins: Origins, path: Path_, default_file: str | None)
     return ConfigError(reason, file=origin_of(origins, path, default_file), key=format_path(path))
 
 
-def _check_spec(node: dict, path: Path_, registries: Sequence[Registry], origins: Origins, root: str | None) -> None:
+def _check_spec(
+    node: dict, path: Path_, registries: Sequence[Registry], origins: Origins, root: str | None
+) -> None:
     type_path = (*path, "type")
     name = node["type"]
     if not isinstance(name, str):
@@ -399,6 +423,8 @@ def validate(
 ) -> None:
     """Check every ``{type: ...}`` spec in ``cfg`` (and the top-level keys, if given).
 
+    With no ``registries``, specs are not checked (the loader then only merges).
+
     Raises:
         ConfigError: naming the file, the dotted key path and close matches.
     """
@@ -418,7 +444,7 @@ def validate(
 
     def walk(node: Any, path: Path_) -> None:
         if isinstance(node, dict):
-            if "type" in node:
+            if "type" in node and registries:
                 _check_spec(node, path, registries, origins, root)
             for key, value in node.items():
                 walk(value, (*path, key))

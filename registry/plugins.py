@@ -39,7 +39,7 @@ def import_modules(modules: list[str] | tuple[str, ...], *, source: str = "impor
             raise PluginError(f"{source}: imports[{index}] must be a module name, got {module!r}")
         try:
             importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001 - any failure of plugin code is reported the same way
+        except Exception as exc:
             raise PluginError(
                 f"{source}: imports[{index}]: cannot import plugin module '{module}': "
                 f"{type(exc).__name__}: {exc}. Check that the package is installed in this "

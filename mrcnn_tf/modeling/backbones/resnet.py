@@ -66,7 +66,9 @@ class ResNet(keras.layers.Layer):
         out_features = tuple(out_features)
         unknown = [f for f in out_features if f not in STAGE_NAMES]
         if unknown or not out_features:
-            raise ValueError(f"ResNet out_features must be a non-empty subset of {STAGE_NAMES}, got {out_features}")
+            raise ValueError(
+                f"ResNet out_features must be a non-empty subset of {STAGE_NAMES}, got {out_features}"
+            )
         if not 0 <= freeze_at <= 5:
             raise ValueError(f"ResNet freeze_at must be between 0 and 5, got {freeze_at}")
         self.depth = depth
@@ -97,9 +99,7 @@ class ResNet(keras.layers.Layer):
                 for b in range(blocks[index])
             ]
             self.stages.append(stage)
-        self._channels = {
-            name: width * (2**i) * expansion for i, name in enumerate(STAGE_NAMES) if i <= last
-        }
+        self._channels = {name: width * (2**i) * expansion for i, name in enumerate(STAGE_NAMES) if i <= last}
         if freeze_at >= 1:
             self.stem_conv.trainable = False
             self.stem_norm.trainable = False

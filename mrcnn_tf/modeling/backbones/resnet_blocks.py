@@ -63,7 +63,9 @@ class ResidualBlock(keras.layers.Layer):
         in_channels = input_shape[-1]
         x_shape = tuple(input_shape)
         if in_channels != self.filters or self.strides != 1:
-            self.shortcut = PaddedConv2D(self.filters, 1, strides=self.strides, use_bias=False, name="shortcut")
+            self.shortcut = PaddedConv2D(
+                self.filters, 1, strides=self.strides, use_bias=False, name="shortcut"
+            )
             self.shortcut_norm = make_norm(self.norm, "shortcut_norm")
             self.shortcut.build(x_shape)
             self.shortcut_norm.build(self.shortcut.compute_output_shape(x_shape))

@@ -44,7 +44,9 @@ class FPN(keras.layers.Layer):
             for k in self.input_levels
         }
         self.outputs = {
-            k: PaddedConv2D(num_channels, 3, use_bias=True, kernel_initializer=xavier_fill(), name=f"output{k}")
+            k: PaddedConv2D(
+                num_channels, 3, use_bias=True, kernel_initializer=xavier_fill(), name=f"output{k}"
+            )
             for k in self.input_levels
         }
 
@@ -62,7 +64,7 @@ class FPN(keras.layers.Layer):
         for k in self.input_levels:
             shape = tuple(input_shape[f"C{k}"])
             self.laterals[k].build(shape)
-            self.outputs[k].build(shape[:-1] + (self.num_channels,))
+            self.outputs[k].build((*shape[:-1], self.num_channels))
 
     def call(self, inputs):
         missing = [f"C{k}" for k in self.input_levels if f"C{k}" not in inputs]
@@ -87,7 +89,12 @@ class FPN(keras.layers.Layer):
         out = {}
         for k in range(self.min_level, self.max_level + 1):
             f = 2 ** (k - self.min_level)
-            out[f"P{k}"] = (b, None if h is None else -(-h // f), None if w is None else -(-w // f), self.num_channels)
+            out[f"P{k}"] = (
+                b,
+                None if h is None else -(-h // f),
+                None if w is None else -(-w // f),
+                self.num_channels,
+            )
         return out
 
     def get_config(self):

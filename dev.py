@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Project tasks that need nothing but Python 3.10+ and pip.
+
+    python3 dev.py demo        # the main job (creates .venv and installs the project first)
+    python3 dev.py test        # the default test suite (fast; what CI runs)
+    python3 dev.py test-slow   # the slow tests
+    python3 dev.py lint        # ruff check + ruff format --check
+    python3 dev.py format      # ruff format + ruff check --fix
+
+Each task creates ``.venv`` next to this file on first use and (re)installs the project in
+editable mode with its test extras whenever ``pyproject.toml`` changes. Extra arguments are
+passed on (``python3 dev.py test -k registry``, ``python3 dev.py demo --workdir /tmp/demo``).
+Set ``MRCNN_TF_VENV`` to use another virtual environment folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("MRCNN_TF_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".mrcnn_tf-install-stamp"
+
+
+def _run(*cmd: str | os.PathLike) -> int:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.call([str(c) for c in cmd], cwd=ROOT)
+
+
+def ensure_env() -> None:
+    """Create the virtual environment and install the project if needed."""
+    if not PYTHON.exists():
+        print(f"creating virtual environment {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text().strip() == digest:
+        return
+    print("installing mrcnn_tf and its dependencies (first run: a few minutes)", flush=True)
+    if _run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip") != 0:
+        sys.exit("pip could not upgrade itself; see the messages above")
+    if _run(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[test]") != 0:
+        sys.exit("installing the project failed; see the messages above")
+    STAMP.write_text(digest)
+
+
+def main(argv: list[str]) -> int:
+    tasks = ("demo", "test", "test-slow", "lint", "format")
+    if not argv or argv[0] not in tasks:
+        print(__doc__)
+        return 2
+    task, rest = argv[0], argv[1:]
+    ensure_env()
+    if task == "demo":
+        return _run(BIN / "mrcnn-tf", "demo", *rest)
+    if task == "test":
+        return _run(PYTHON, "-m", "pytest", "-m", "not slow and not gpu", *rest)
+    if task == "test-slow":
+        return _run(PYTHON, "-m", "pytest", "-m", "slow", *rest)
+    if task == "lint":
+        code = _run(PYTHON, "-m", "ruff", "check", ".")
+        return code or _run(PYTHON, "-m", "ruff", "format", "--check", ".")
+    code = _run(PYTHON, "-m", "ruff", "format", ".")
+    return code or _run(PYTHON, "-m", "ruff", "check", "--fix", ".")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
