@@ -317,7 +317,7 @@ def apply_override(cfg: dict, text: str, origins: Origins | None = None) -> None
             continue
         if not isinstance(node, dict):
             raise ConfigError(
-                f"'{format_path(parts[:depth])}' is a {type(node).__name__}, not a mapping", file=source
+                f"'{format_path(parts[:depth])}' is {node!r}, not a mapping", file=source
             )
         if part not in node or node[part] is None:
             if nxt_is_index:
@@ -334,7 +334,7 @@ def apply_override(cfg: dict, text: str, origins: Origins | None = None) -> None
             )
     elif not isinstance(node, dict):
         raise ConfigError(
-            f"'{format_path(parts[:-1])}' is a {type(node).__name__}, not a mapping", file=source
+            f"'{format_path(parts[:-1])}' is {node!r}, not a mapping", file=source
         )
     node[last] = value
     if origins is not None:
