@@ -191,7 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mask R-CNN instance segmentation for TensorFlow 2 / Keras 3, built from plugins.",
         parents=[common],
     )
-    parser.set_defaults(debug=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -235,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mrcnn-tf`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # ``--debug`` may come before or after the subcommand; its default is suppressed in every
+    # parser (the action object is shared through ``parents=``, so set_defaults would leak).
+    args.debug = getattr(args, "debug", False)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

@@ -67,6 +67,9 @@ class ResidualBlock(keras.layers.Layer):
                 self.filters, 1, strides=self.strides, use_bias=False, name="shortcut"
             )
             self.shortcut_norm = make_norm(self.norm, "shortcut_norm")
+            # Created lazily, after a parent may have frozen this block: inherit the flag.
+            self.shortcut.trainable = self.trainable
+            self.shortcut_norm.trainable = self.trainable
             self.shortcut.build(x_shape)
             self.shortcut_norm.build(self.shortcut.compute_output_shape(x_shape))
         for conv, norm in zip(self.convs, self.norms, strict=True):

@@ -1,0 +1,72 @@
+"""PaddedConv2D and FrozenBatchNormalization against NumPy references."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from mrcnn_tf.modeling.layers import FrozenBatchNormalization, PaddedConv2D, make_norm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from numpy_ref import conv2d  # noqa: E402
+
+
+@pytest.mark.parametrize(("size", "kernel", "stride"), [((7, 8), 3, 1), ((7, 8), 3, 2), ((9, 6), 7, 2), ((5, 5), 1, 2)])
+def test_padded_conv_matches_symmetric_padding_reference(size, kernel, stride):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, *size, 3)).astype("float32")
+    layer = PaddedConv2D(4, kernel, strides=stride, use_bias=True)
+    y = np.asarray(layer(x))
+    w, b = (np.asarray(v) for v in layer.weights)
+    expected = conv2d(x, w, b, stride=stride, pad=kernel // 2)
+    assert y.shape == expected.shape == (2, -(-size[0] // stride), -(-size[1] // stride), 4)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    assert layer.compute_output_shape((2, *size, 3)) == expected.shape
+
+
+def test_padded_conv_differs_from_keras_same_padding_at_stride_2():
+    # The reason PaddedConv2D exists: Keras "same" pads bottom/right only for even inputs.
+    x = np.random.default_rng(1).normal(size=(1, 8, 8, 1)).astype("float32")
+    ours = PaddedConv2D(1, 3, strides=2, use_bias=False)
+    ours(x)
+    same = keras.layers.Conv2D(1, 3, strides=2, padding="same", use_bias=False)
+    same(x)
+    same.set_weights(ours.get_weights())
+    assert not np.allclose(np.asarray(ours(x)), np.asarray(same(x)))
+
+
+def test_frozen_bn_matches_formula_and_ignores_training_flag():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 3, 3, 4)).astype("float32")
+    layer = FrozenBatchNormalization(epsilon=1e-5)
+    layer.build(x.shape)
+    gamma, beta, mean, var = rng.normal(size=4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.5, 2, size=4)
+    layer.set_weights([gamma, beta, mean, var])
+    expected = (x.astype(np.float64) - mean) / np.sqrt(var + 1e-5) * gamma + beta
+    np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), expected, rtol=1e-5, atol=1e-5)
+    assert layer.trainable_weights == [] and len(layer.non_trainable_weights) == 4
+
+
+def test_frozen_bn_stays_frozen_when_a_parent_is_made_trainable():
+    inputs = keras.Input((4, 4, 2))
+    model = keras.Model(inputs, FrozenBatchNormalization()(inputs))
+    model.trainable = False
+    model.trainable = True
+    assert model.trainable_weights == []
+
+
+@pytest.mark.parametrize(("norm", "trainable"), [("frozen_bn", 0), ("bn", 2), ("sync_bn", 2), ("gn", 2), ("none", 0)])
+def test_make_norm(norm, trainable):
+    layer = make_norm(norm, "n", groups=2)
+    layer.build((None, 4, 4, 4))
+    assert len(layer.trainable_weights) == trainable
+
+
+def test_make_norm_rejects_unknown():
+    with pytest.raises(ValueError, match="unknown norm 'batch'"):
+        make_norm("batch", "n")
