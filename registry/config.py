@@ -316,9 +316,7 @@ def apply_override(cfg: dict, text: str, origins: Origins | None = None) -> None
             node = node[part]
             continue
         if not isinstance(node, dict):
-            raise ConfigError(
-                f"'{format_path(parts[:depth])}' is {node!r}, not a mapping", file=source
-            )
+            raise ConfigError(f"'{format_path(parts[:depth])}' is {node!r}, not a mapping", file=source)
         if part not in node or node[part] is None:
             if nxt_is_index:
                 raise ConfigError(f"'{format_path(parts[: depth + 1])}' is not a list", file=source)
@@ -333,9 +331,7 @@ def apply_override(cfg: dict, text: str, origins: Origins | None = None) -> None
                 f"index {last} is out of range for the list at '{format_path(parts[:-1])}'", file=source
             )
     elif not isinstance(node, dict):
-        raise ConfigError(
-            f"'{format_path(parts[:-1])}' is {node!r}, not a mapping", file=source
-        )
+        raise ConfigError(f"'{format_path(parts[:-1])}' is {node!r}, not a mapping", file=source)
     node[last] = value
     if origins is not None:
         _forget(origins, tuple(parts))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def conv2d(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None, stride: int = 1, pad: int = 0) -> np.ndarray:
+def conv2d(
+    x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None, stride: int = 1, pad: int = 0
+) -> np.ndarray:
     """PyTorch-style conv: x [B,H,W,Cin], kernel [kh,kw,Cin,Cout], symmetric zero padding."""
     x = np.pad(x.astype(np.float64), [(0, 0), (pad, pad), (pad, pad), (0, 0)])
     kh, kw, _, cout = kernel.shape

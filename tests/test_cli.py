@@ -16,7 +16,7 @@ from mrcnn_tf.config import load_config
 from registry import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plugin_fixtures import TINY_BACKBONE, make_distribution  # noqa: E402
+from plugin_fixtures import TINY_BACKBONE, make_distribution
 
 ROLES = [
     "backbone",
@@ -136,7 +136,18 @@ def test_debug_shows_the_exception(write):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["list"], ["config"], ["config", "show"], ["demo"], ["train"], ["evaluate"], ["predict"], ["export"], ["data"]],
+    [
+        [],
+        ["list"],
+        ["config"],
+        ["config", "show"],
+        ["demo"],
+        ["train"],
+        ["evaluate"],
+        ["predict"],
+        ["export"],
+        ["data"],
+    ],
 )
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as info:
@@ -188,7 +199,9 @@ def test_entry_point_plugin_is_listed_and_usable_from_yaml(tmp_path):
     shown = run_cli("config", "show", str(cfg), pythonpath=tmp_path / "site")
     assert shown.returncode == 0, shown.stderr
     assert yaml.safe_load(shown.stdout) == {"model": {"backbone": {"type": "TinyPluginNet", "channels": 4}}}
-    bad = run_cli("config", "show", str(cfg), "--set", "model.backbone.chanels=2", pythonpath=tmp_path / "site")
+    bad = run_cli(
+        "config", "show", str(cfg), "--set", "model.backbone.chanels=2", pythonpath=tmp_path / "site"
+    )
     assert bad.returncode == 2 and "did you mean channels?" in bad.stderr
 
 

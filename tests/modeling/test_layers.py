@@ -12,10 +12,12 @@ import pytest
 from mrcnn_tf.modeling.layers import FrozenBatchNormalization, PaddedConv2D, make_norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from numpy_ref import conv2d  # noqa: E402
+from numpy_ref import conv2d
 
 
-@pytest.mark.parametrize(("size", "kernel", "stride"), [((7, 8), 3, 1), ((7, 8), 3, 2), ((9, 6), 7, 2), ((5, 5), 1, 2)])
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride"), [((7, 8), 3, 1), ((7, 8), 3, 2), ((9, 6), 7, 2), ((5, 5), 1, 2)]
+)
 def test_padded_conv_matches_symmetric_padding_reference(size, kernel, stride):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, *size, 3)).astype("float32")
@@ -44,7 +46,12 @@ def test_frozen_bn_matches_formula_and_ignores_training_flag():
     x = rng.normal(size=(2, 3, 3, 4)).astype("float32")
     layer = FrozenBatchNormalization(epsilon=1e-5)
     layer.build(x.shape)
-    gamma, beta, mean, var = rng.normal(size=4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.5, 2, size=4)
+    gamma, beta, mean, var = (
+        rng.normal(size=4),
+        rng.normal(size=4),
+        rng.normal(size=4),
+        rng.uniform(0.5, 2, size=4),
+    )
     layer.set_weights([gamma, beta, mean, var])
     expected = (x.astype(np.float64) - mean) / np.sqrt(var + 1e-5) * gamma + beta
     np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected, rtol=1e-5, atol=1e-5)
@@ -60,7 +67,9 @@ def test_frozen_bn_stays_frozen_when_a_parent_is_made_trainable():
     assert model.trainable_weights == []
 
 
-@pytest.mark.parametrize(("norm", "trainable"), [("frozen_bn", 0), ("bn", 2), ("sync_bn", 2), ("gn", 2), ("none", 0)])
+@pytest.mark.parametrize(
+    ("norm", "trainable"), [("frozen_bn", 0), ("bn", 2), ("sync_bn", 2), ("gn", 2), ("none", 0)]
+)
 def test_make_norm(norm, trainable):
     layer = make_norm(norm, "n", groups=2)
     layer.build((None, 4, 4, 4))

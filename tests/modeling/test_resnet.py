@@ -12,7 +12,7 @@ from mrcnn_tf.modeling.backbones.resnet import ResNet
 from mrcnn_tf.modeling.backbones.resnet_blocks import ResidualBlock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from numpy_ref import conv2d, relu  # noqa: E402
+from numpy_ref import conv2d, relu
 
 
 def _randomize(layer, seed=0):
@@ -100,7 +100,11 @@ def test_gn_backbone_trains_norm_parameters():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"depth": 17}, "depth must be one of"), ({"out_features": ["C6"]}, "out_features"), ({"freeze_at": 9}, "freeze_at")],
+    [
+        ({"depth": 17}, "depth must be one of"),
+        ({"out_features": ["C6"]}, "out_features"),
+        ({"freeze_at": 9}, "freeze_at"),
+    ],
 )
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

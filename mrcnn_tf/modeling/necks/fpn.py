@@ -60,16 +60,20 @@ class FPN(keras.layers.Layer):
         """Channels of each output level."""
         return {f"P{k}": self.num_channels for k in range(self.min_level, self.max_level + 1)}
 
+    def _check_inputs(self, inputs) -> None:
+        missing = [f"C{k}" for k in self.input_levels if f"C{k}" not in inputs]
+        if missing:
+            raise ValueError(f"FPN needs backbone features {missing}; got {sorted(inputs)}")
+
     def build(self, input_shape):
+        self._check_inputs(input_shape)
         for k in self.input_levels:
             shape = tuple(input_shape[f"C{k}"])
             self.laterals[k].build(shape)
             self.outputs[k].build((*shape[:-1], self.num_channels))
 
     def call(self, inputs):
-        missing = [f"C{k}" for k in self.input_levels if f"C{k}" not in inputs]
-        if missing:
-            raise ValueError(f"FPN needs backbone features {missing}; got {sorted(inputs)}")
+        self._check_inputs(inputs)
         results = {}
         top_down = None
         for k in reversed(self.input_levels):
