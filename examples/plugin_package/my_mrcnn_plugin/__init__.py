@@ -1,0 +1,1 @@
+"""An example mrcnn_tf plugin package."""
