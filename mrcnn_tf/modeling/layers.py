@@ -8,6 +8,11 @@ import keras
 NORMS = ("frozen_bn", "bn", "sync_bn", "gn", "none")
 
 
+def strided_size(size: int | None, stride: int) -> int | None:
+    """``ceil(size / stride)``, the output size of a symmetric-padded conv; None stays None."""
+    return None if size is None else -(-size // stride)
+
+
 def he_normal_fan_out() -> keras.initializers.Initializer:
     """Kaiming-normal with fan-out, as torchvision and Detectron2 initialise ResNet convs."""
     return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")

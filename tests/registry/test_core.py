@@ -217,19 +217,10 @@ def test_unregister_removes_aliases():
     assert "A" not in reg and "a" not in reg
 
 
-def test_registry_package_imports_no_tensorflow():
-    code = (
-        "import sys, registry, registry.config, registry.core; "
-        "assert 'tensorflow' not in sys.modules; print('ok')"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "ok"
-
-
-def test_mrcnn_tf_registries_import_no_tensorflow():
-    code = (
-        "import sys, mrcnn_tf.registries, mrcnn_tf.config; "
-        "assert 'tensorflow' not in sys.modules; print('ok')"
-    )
+@pytest.mark.parametrize(
+    "modules", ["registry, registry.config, registry.core", "mrcnn_tf, mrcnn_tf.registries, mrcnn_tf.config"]
+)
+def test_imports_no_tensorflow(modules):
+    code = f"import sys, {modules}; assert 'tensorflow' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from mrcnn_tf.modeling.backbones.resnet_blocks import ResidualBlock
-from mrcnn_tf.modeling.layers import NORMS, PaddedConv2D, make_norm
+from mrcnn_tf.modeling.layers import NORMS, PaddedConv2D, make_norm, strided_size
 from mrcnn_tf.registries import BACKBONES
 
 #: depth -> (bottleneck?, blocks per stage res2..res5)
@@ -144,7 +144,7 @@ class ResNet(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
         return {
-            f: (b, None if h is None else -(-h // s), None if w is None else -(-w // s), self._channels[f])
+            f: (b, strided_size(h, s), strided_size(w, s), self._channels[f])
             for f, s in self.output_strides.items()
         }
 

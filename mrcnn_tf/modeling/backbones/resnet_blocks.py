@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from mrcnn_tf.modeling.layers import PaddedConv2D, make_norm
+from mrcnn_tf.modeling.layers import PaddedConv2D, make_norm, strided_size
 
 
 @keras.saving.register_keras_serializable(package="mrcnn_tf")
@@ -92,7 +92,7 @@ class ResidualBlock(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
         s = self.strides
-        return (b, None if h is None else -(-h // s), None if w is None else -(-w // s), self.filters)
+        return (b, strided_size(h, s), strided_size(w, s), self.filters)
 
     def get_config(self):
         config = super().get_config()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from mrcnn_tf.modeling.layers import PaddedConv2D, xavier_fill
+from mrcnn_tf.modeling.layers import PaddedConv2D, strided_size, xavier_fill
 from mrcnn_tf.registries import NECKS
 
 
@@ -93,12 +93,7 @@ class FPN(keras.layers.Layer):
         out = {}
         for k in range(self.min_level, self.max_level + 1):
             f = 2 ** (k - self.min_level)
-            out[f"P{k}"] = (
-                b,
-                None if h is None else -(-h // f),
-                None if w is None else -(-w // f),
-                self.num_channels,
-            )
+            out[f"P{k}"] = (b, strided_size(h, f), strided_size(w, f), self.num_channels)
         return out
 
     def get_config(self):
