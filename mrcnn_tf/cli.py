@@ -124,6 +124,25 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_resolved_config(cfg: dict, workdir: str) -> str:
+    """Write ``workdir/config.yaml``; an existing, different file is never overwritten."""
+    from pathlib import Path
+
+    from registry.config import dump_config
+    from registry.errors import ConfigError
+
+    path = Path(workdir) / "config.yaml"
+    text = dump_config(cfg)
+    if path.exists() and path.read_text(encoding="utf-8") != text:
+        raise ConfigError(
+            f"{path} already holds a different config; choose another --workdir "
+            "(or remove that run yourself) so that nothing of the earlier run is overwritten"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job. Until training lands it checks the install with a forward pass."""
     _import_framework(args.debug)
@@ -133,6 +152,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from mrcnn_tf.registries import ANCHOR_GENERATORS, BACKBONES, NECKS
 
     cfg = load_config(args.config, _flatten(args.set))
+    saved = _save_resolved_config(cfg, args.workdir)
     model = cfg["model"]
     size = int(cfg.get("data", {}).get("image_size", 256))
     backbone = BACKBONES.build(model["backbone"])
@@ -146,6 +166,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  {level}: features {tuple(tensor.shape)}, anchors {tuple(grid[level].shape)}")
     total = sum(int(np.prod(w.shape)) for w in backbone.weights + neck.weights)
     print(f"  parameters (backbone + neck): {total:,}")
+    print(f"  resolved config: {saved}")
     print(
         "The full demo (train on the synthetic dataset, evaluate, export, predict, write pictures) "
         "arrives with the training issue (#5); this run checked the install and the components."

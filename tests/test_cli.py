@@ -174,10 +174,19 @@ def test_planned_commands_still_validate_their_config(write, capsys):
     assert main(["train", str(cfg)]) == 2
 
 
-def test_demo_runs_on_the_bundled_config(capsys):
-    assert main(["demo", "--set", "data.image_size=64"]) == 0
+def test_demo_runs_on_the_bundled_config_and_saves_the_resolved_config(tmp_path, capsys):
+    workdir = tmp_path / "demo"
+    assert main(["demo", "--workdir", str(workdir), "--set", "data.image_size=64"]) == 0
     out = capsys.readouterr().out
     assert "P2: features (1, 16, 16, 128)" in out and "P6: features (1, 1, 1, 128)" in out
+    saved = yaml.safe_load((workdir / "config.yaml").read_text())
+    assert saved["data"]["image_size"] == 64 and saved["model"]["backbone"]["depth"] == 18
+    # the same run again is fine; a different config in the same workdir is refused, file kept
+    assert main(["demo", "--workdir", str(workdir), "--set", "data.image_size=64"]) == 0
+    before = (workdir / "config.yaml").read_text()
+    assert main(["demo", "--workdir", str(workdir), "--set", "data.image_size=32"]) == 2
+    assert "already holds a different config" in capsys.readouterr().err
+    assert (workdir / "config.yaml").read_text() == before
 
 
 def test_console_script_exit_status_and_no_traceback(tmp_path):
