@@ -1,0 +1,1 @@
+"""Pure TensorFlow functions without state: boxes, RoIAlign, anchors matching, masks."""
