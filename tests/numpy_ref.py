@@ -25,3 +25,57 @@ def conv2d(
 
 def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0)
+
+
+def roi_align(features, boxes, output_size, spatial_scale, sampling_ratio, aligned, pooling="avg"):
+    """Detectron2's ROIAlign CPU algorithm, re-written in float64 loops from its formulas.
+
+    features [H, W, C]; boxes [N, 4] as [y1, x1, y2, x2] input pixels -> [N, S, S, C].
+    """
+    features = features.astype(np.float64)
+    height, width, channels = features.shape
+    out = np.zeros((len(boxes), output_size, output_size, channels))
+
+    def bilinear(y, x):
+        if y < -1.0 or y > height or x < -1.0 or x > width:
+            return np.zeros(channels)
+        y, x = max(y, 0.0), max(x, 0.0)
+        y_low, x_low = int(y), int(x)
+        if y_low >= height - 1:
+            y_high = y_low = height - 1
+            y = float(y_low)
+        else:
+            y_high = y_low + 1
+        if x_low >= width - 1:
+            x_high = x_low = width - 1
+            x = float(x_low)
+        else:
+            x_high = x_low + 1
+        ly, lx = y - y_low, x - x_low
+        hy, hx = 1.0 - ly, 1.0 - lx
+        return (
+            hy * hx * features[y_low, x_low]
+            + hy * lx * features[y_low, x_high]
+            + ly * hx * features[y_high, x_low]
+            + ly * lx * features[y_high, x_high]
+        )
+
+    offset = 0.5 if aligned else 0.0
+    for n, (y1, x1, y2, x2) in enumerate(np.asarray(boxes, np.float64)):
+        start_y, start_x = y1 * spatial_scale - offset, x1 * spatial_scale - offset
+        roi_h, roi_w = (y2 - y1) * spatial_scale, (x2 - x1) * spatial_scale
+        if not aligned:
+            roi_h, roi_w = max(roi_h, 1.0), max(roi_w, 1.0)
+        bin_h, bin_w = roi_h / output_size, roi_w / output_size
+        for py in range(output_size):
+            for px in range(output_size):
+                samples = [
+                    bilinear(
+                        start_y + py * bin_h + (iy + 0.5) * bin_h / sampling_ratio,
+                        start_x + px * bin_w + (ix + 0.5) * bin_w / sampling_ratio,
+                    )
+                    for iy in range(sampling_ratio)
+                    for ix in range(sampling_ratio)
+                ]
+                out[n, py, px] = np.max(samples, axis=0) if pooling == "max" else np.mean(samples, axis=0)
+    return out
