@@ -78,6 +78,7 @@ BUILTIN_MODULES = (
     "mrcnn_tf.modeling.backbones.resnet",
     "mrcnn_tf.modeling.necks.fpn",
     "mrcnn_tf.modeling.anchors.anchor_generator",
+    "mrcnn_tf.modeling.roi_heads.roi_aligner",
     "mrcnn_tf.losses.box_losses",
 )
 

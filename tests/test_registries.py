@@ -35,6 +35,10 @@ SAMPLE_INPUTS = {
     "neck": lambda: (_pyramid("C", {2: 8, 3: 16, 4: 32, 5: 64}),),
     "anchor_generator": lambda: (_pyramid("P", {2: 4, 3: 4, 4: 4, 5: 4, 6: 4}),),
     "loss": lambda: (np.zeros((2, 4), "float32"), np.full((2, 4), 0.5, "float32")),
+    "roi_aligner": lambda: (
+        {**_pyramid("P", {k: 4 for k in range(2, 7)}), **_pyramid("C", {4: 4})},
+        np.array([[[0, 0, 16, 16], [8, 4, 60, 50], [0, 0, 0, 0]]], "float32"),
+    ),
 }
 
 ENTRIES = [(role, name) for role, reg in ALL.items() for name in reg.names()]

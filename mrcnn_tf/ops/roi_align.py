@@ -29,78 +29,77 @@ BACKENDS = ("crop_and_resize", "gather")
 POOLING = ("avg", "max")
 
 
-def _sample_grid(
-    boxes: tf.Tensor, output_size: int, spatial_scale: float, sampling_ratio: int, aligned: bool
-):
-    """Sample positions ``ys [B, N, S]``, ``xs [B, N, S]`` (S = size * ratio) in index units.
+def _sample_grid(boxes: tf.Tensor, output_size: int, spatial_scale, sampling_ratio: int, aligned: bool):
+    """Sample positions ``ys [K, S]``, ``xs [K, S]`` (S = size * ratio) in index units.
+
+    Args:
+        boxes: ``[K, 4]`` input-pixel boxes; spatial_scale: a float or ``[K]`` per box.
 
     Index units: pixel i's value sits at position i (Detectron2's bilinear convention), which
     is why ``aligned`` subtracts half a pixel from the box.
     """
-    boxes = tf.cast(boxes, tf.float32) * spatial_scale
+    scale = tf.cast(spatial_scale, tf.float32)
+    if scale.shape.rank == 1:
+        scale = scale[:, None]
+    boxes = tf.cast(boxes, tf.float32) * scale
     offset = 0.5 if aligned else 0.0
     y1, x1, y2, x2 = tf.unstack(boxes, axis=-1)
+    h, w = y2 - y1, x2 - x1
     y1, x1 = y1 - offset, x1 - offset
-    h, w = y2 - offset - y1, x2 - offset - x1
     if not aligned:
         h, w = tf.maximum(h, 1.0), tf.maximum(w, 1.0)
     n = output_size * sampling_ratio
     steps = (tf.range(n, dtype=tf.float32) + 0.5) / float(n)  # [S] fractions of the RoI
-    ys = y1[..., None] + h[..., None] * steps
-    xs = x1[..., None] + w[..., None] * steps
-    return ys, xs
+    return y1[:, None] + h[:, None] * steps, x1[:, None] + w[:, None] * steps
 
 
 def _pool_bins(samples: tf.Tensor, output_size: int, sampling_ratio: int, pooling: str) -> tf.Tensor:
-    """``[B, N, S, S, C]`` samples -> ``[B, N, output_size, output_size, C]`` bins."""
-    shape = tf.shape(samples)
+    """``[K, S, S, C]`` samples -> ``[K, output_size, output_size, C]`` bins."""
     r = sampling_ratio
-    grid = tf.reshape(samples, [shape[0], shape[1], output_size, r, output_size, r, shape[-1]])
+    grid = tf.reshape(samples, [-1, output_size, r, output_size, r, tf.shape(samples)[-1]])
     if pooling == "max":
-        return tf.reduce_max(grid, axis=[3, 5])
-    return tf.reduce_mean(grid, axis=[3, 5])
+        return tf.reduce_max(grid, axis=[2, 4])
+    return tf.reduce_mean(grid, axis=[2, 4])
 
 
-def _crop_and_resize(features, ys, xs, output_size, sampling_ratio, pooling):
-    batch = tf.shape(features)[0]
-    num = tf.shape(ys)[1]
+def crop_and_resize_samples(
+    features: tf.Tensor, ys: tf.Tensor, xs: tf.Tensor, box_indices: tf.Tensor
+) -> tf.Tensor:
+    """Bilinear samples ``[K, S, S, C]`` of ``features [B, H, W, C]`` via ``tf.image.crop_and_resize``.
+
+    Args:
+        ys, xs: ``[K, S]`` evenly spaced sample positions in index units.
+        box_indices: ``[K]`` int32 image of each box.
+    """
     height = tf.cast(tf.shape(features)[1], tf.float32)
     width = tf.cast(tf.shape(features)[2], tf.float32)
-    padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    padded = tf.pad(tf.cast(features, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
     # Index i of the map is index i + 1 of the padded map. crop_and_resize samples n evenly
     # spaced points from y1n * (H_padded - 1) to y2n * (H_padded - 1), and H_padded - 1 = H + 1.
     norm_boxes = tf.stack(
         [
-            (ys[..., 0] + 1.0) / (height + 1.0),
-            (xs[..., 0] + 1.0) / (width + 1.0),
-            (ys[..., -1] + 1.0) / (height + 1.0),
-            (xs[..., -1] + 1.0) / (width + 1.0),
+            (ys[:, 0] + 1.0) / (height + 1.0),
+            (xs[:, 0] + 1.0) / (width + 1.0),
+            (ys[:, -1] + 1.0) / (height + 1.0),
+            (xs[:, -1] + 1.0) / (width + 1.0),
         ],
         axis=-1,
     )
-    n = output_size * sampling_ratio
-    box_indices = tf.repeat(tf.range(batch), num)
-    crops = tf.image.crop_and_resize(
-        tf.cast(padded, tf.float32),
-        tf.reshape(norm_boxes, [-1, 4]),
-        box_indices,
-        [n, n],
-        method="bilinear",
-        extrapolation_value=0.0,
+    n = tf.shape(ys)[-1]
+    return tf.image.crop_and_resize(
+        padded, norm_boxes, box_indices, tf.stack([n, n]), method="bilinear", extrapolation_value=0.0
     )
-    crops = tf.reshape(crops, [batch, num, n, n, tf.shape(features)[-1]])
-    return _pool_bins(crops, output_size, sampling_ratio, pooling)
 
 
 def _axis_weights(coords: tf.Tensor, size: tf.Tensor):
     """Bilinear neighbours and weights along one axis with Detectron2's border rule.
 
     Args:
-        coords: sample positions in index units, ``[..., S]``.
-        size: the axis length (int32 scalar).
+        coords: sample positions in index units, ``[K, S]``.
+        size: the axis length per box, int32 ``[K, 1]`` (or a scalar).
 
     Returns:
-        (low index, high index, low weight, high weight), each ``[..., S]``; weights are 0
+        (low index, high index, low weight, high weight), each ``[K, S]``; weights are 0
         for samples more than one pixel outside.
     """
     limit = tf.cast(size, tf.float32)
@@ -113,27 +112,46 @@ def _axis_weights(coords: tf.Tensor, size: tf.Tensor):
     return tf.cast(low, tf.int32), tf.cast(high, tf.int32), (1.0 - frac) * mask, frac * mask
 
 
-def _gather(features, ys, xs, output_size, sampling_ratio, pooling):
-    shape = tf.shape(features)
-    height, width, channels = shape[1], shape[2], shape[3]
-    y_lo, y_hi, wy_lo, wy_hi = _axis_weights(ys, height)  # [B, N, S]
-    x_lo, x_hi, wx_lo, wx_hi = _axis_weights(xs, width)
-    flat = tf.reshape(tf.cast(features, tf.float32), [shape[0], height * width, channels])
-    s = tf.shape(ys)[-1]
+def gather_samples(
+    flat: tf.Tensor, offsets: tf.Tensor, heights: tf.Tensor, widths: tf.Tensor, ys: tf.Tensor, xs: tf.Tensor
+) -> tf.Tensor:
+    """Bilinear samples ``[K, S, S, C]`` by explicit gathers (XLA friendly).
 
-    def corner(yi, xi):
-        index = yi[..., :, None] * width + xi[..., None, :]  # [B, N, S, S]
-        n = tf.shape(index)[1]
-        values = tf.gather(flat, tf.reshape(index, [shape[0], -1]), batch_dims=1)
-        return tf.reshape(values, [shape[0], n, s, s, channels])
+    Args:
+        flat: ``[T, C]`` every feature map of every image, flattened row-major and concatenated.
+        offsets: ``[K]`` int32 row of ``flat`` where the map of each box starts.
+        heights, widths: ``[K]`` int32 size of that map.
+        ys, xs: ``[K, S]`` sample positions in index units.
+    """
+    y_lo, y_hi, wy_lo, wy_hi = _axis_weights(ys, heights[:, None])
+    x_lo, x_hi, wx_lo, wx_hi = _axis_weights(xs, widths[:, None])
+    base = offsets[:, None, None]
+    row = widths[:, None, None]
 
-    samples = (
-        corner(y_lo, x_lo) * (wy_lo[..., :, None] * wx_lo[..., None, :])[..., None]
-        + corner(y_lo, x_hi) * (wy_lo[..., :, None] * wx_hi[..., None, :])[..., None]
-        + corner(y_hi, x_lo) * (wy_hi[..., :, None] * wx_lo[..., None, :])[..., None]
-        + corner(y_hi, x_hi) * (wy_hi[..., :, None] * wx_hi[..., None, :])[..., None]
+    def corner(yi, xi, wy, wx):
+        values = tf.gather(flat, base + yi[:, :, None] * row + xi[:, None, :])  # [K, S, S, C]
+        return values * (wy[:, :, None] * wx[:, None, :])[..., None]
+
+    return (
+        corner(y_lo, x_lo, wy_lo, wx_lo)
+        + corner(y_lo, x_hi, wy_lo, wx_hi)
+        + corner(y_hi, x_lo, wy_hi, wx_lo)
+        + corner(y_hi, x_hi, wy_hi, wx_hi)
     )
-    return _pool_bins(samples, output_size, sampling_ratio, pooling)
+
+
+def _check(output_size, sampling_ratio, backend, pooling) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"roi_align backend must be one of {BACKENDS}, got '{backend}'")
+    if pooling not in POOLING:
+        raise ValueError(f"roi_align pooling must be one of {POOLING}, got '{pooling}'")
+    if int(sampling_ratio) < 1:
+        raise ValueError(
+            f"roi_align sampling_ratio must be >= 1 (static shapes), got {sampling_ratio}; "
+            "Detectron2's adaptive 0 is not supported"
+        )
+    if int(output_size) < 1:
+        raise ValueError(f"roi_align output_size must be >= 1, got {output_size}")
 
 
 def roi_align(
@@ -162,17 +180,105 @@ def roi_align(
     Returns:
         ``[B, N, output_size, output_size, C]`` float32.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"roi_align backend must be one of {BACKENDS}, got '{backend}'")
-    if pooling not in POOLING:
-        raise ValueError(f"roi_align pooling must be one of {POOLING}, got '{pooling}'")
-    if int(sampling_ratio) < 1:
-        raise ValueError(
-            f"roi_align sampling_ratio must be >= 1 (static shapes), got {sampling_ratio}; "
-            "Detectron2's adaptive 0 is not supported"
+    _check(output_size, sampling_ratio, backend, pooling)
+    output_size, sampling_ratio = int(output_size), int(sampling_ratio)
+    shape = tf.shape(features)
+    batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]
+    ys, xs = _sample_grid(
+        tf.reshape(boxes, [-1, 4]), output_size, float(spatial_scale), sampling_ratio, aligned
+    )
+    box_indices = tf.repeat(tf.range(batch), num)
+    if backend == "crop_and_resize":
+        samples = crop_and_resize_samples(features, ys, xs, box_indices)
+    else:
+        flat = tf.reshape(tf.cast(features, tf.float32), [-1, shape[3]])
+        k = tf.shape(box_indices)[0]
+        samples = gather_samples(
+            flat, box_indices * shape[1] * shape[2], tf.fill([k], shape[1]), tf.fill([k], shape[2]), ys, xs
         )
-    if int(output_size) < 1:
-        raise ValueError(f"roi_align output_size must be >= 1, got {output_size}")
-    ys, xs = _sample_grid(boxes, int(output_size), float(spatial_scale), int(sampling_ratio), aligned)
-    run = _crop_and_resize if backend == "crop_and_resize" else _gather
-    return run(features, ys, xs, int(output_size), int(sampling_ratio), pooling)
+    pooled = _pool_bins(samples, output_size, sampling_ratio, pooling)
+    return tf.reshape(pooled, [batch, num, output_size, output_size, shape[3]])
+
+
+def assign_levels(
+    boxes: tf.Tensor,
+    min_level: int = 2,
+    max_level: int = 5,
+    canonical_size: float = 224.0,
+    canonical_level: int = 4,
+) -> tf.Tensor:
+    """FPN level of each box: ``floor(k0 + log2(sqrt(w * h) / 224))`` clamped (FPN paper eq. 1).
+
+    Args:
+        boxes: ``[..., 4]`` ``[y1, x1, y2, x2]`` input pixels; zero-area and padded boxes go to
+            ``min_level`` (a 1e-8 guard keeps the log finite, as in Detectron2).
+
+    Returns:
+        ``[...]`` int32 levels in ``[min_level, max_level]``.
+    """
+    y1, x1, y2, x2 = tf.unstack(tf.cast(boxes, tf.float32), axis=-1)
+    size = tf.sqrt(tf.maximum(y2 - y1, 0.0) * tf.maximum(x2 - x1, 0.0))
+    level = tf.floor(canonical_level + tf.math.log(size / canonical_size + 1e-8) / tf.math.log(2.0))
+    return tf.cast(tf.clip_by_value(level, min_level, max_level), tf.int32)
+
+
+def multilevel_roi_align(
+    features: list[tf.Tensor] | tuple[tf.Tensor, ...],
+    boxes: tf.Tensor,
+    output_size: int,
+    min_level: int = 2,
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+    backend: str = "crop_and_resize",
+    pooling: str = "avg",
+    canonical_size: float = 224.0,
+    canonical_level: int = 4,
+) -> tf.Tensor:
+    """RoIAlign on a feature pyramid, each box on the level :func:`assign_levels` picks.
+
+    Args:
+        features: maps ``[B, H_l, W_l, C]`` for levels ``min_level, min_level + 1, ...``
+            (stride ``2**level``), all with the same C.
+        boxes: ``[B, N, 4]`` ``[y1, x1, y2, x2]`` in input-image pixels.
+        Others: as :func:`roi_align` and :func:`assign_levels`.
+
+    Returns:
+        ``[B, N, output_size, output_size, C]`` float32. Shapes are static, so the ``gather``
+        backend compiles with XLA; ``crop_and_resize`` groups boxes by level with dynamic
+        shapes inside (GPU path).
+    """
+    _check(output_size, sampling_ratio, backend, pooling)
+    output_size, sampling_ratio = int(output_size), int(sampling_ratio)
+    max_level = min_level + len(features) - 1
+    batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]
+    flat_boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
+    levels = tf.reshape(
+        assign_levels(flat_boxes, min_level, max_level, canonical_size, canonical_level), [-1]
+    )
+    index = levels - min_level  # [K] position in ``features``
+    scales = tf.gather(tf.constant([2.0**-lv for lv in range(min_level, max_level + 1)]), index)
+    ys, xs = _sample_grid(flat_boxes, output_size, scales, sampling_ratio, aligned)
+    box_indices = tf.repeat(tf.range(batch), num)
+    channels = tf.shape(features[0])[-1]
+    if backend == "gather":
+        shapes = tf.stack([tf.shape(f)[1:3] for f in features])  # [L, 2]
+        sizes = shapes[:, 0] * shapes[:, 1]
+        starts = tf.cumsum(sizes * batch, exclusive=True)  # where each level starts in ``flat``
+        flat = tf.concat([tf.reshape(tf.cast(f, tf.float32), [-1, channels]) for f in features], axis=0)
+        offsets = tf.gather(starts, index) + box_indices * tf.gather(sizes, index)
+        samples = gather_samples(
+            flat, offsets, tf.gather(shapes[:, 0], index), tf.gather(shapes[:, 1], index), ys, xs
+        )
+    else:
+        n = output_size * sampling_ratio
+        total = tf.shape(flat_boxes)[0]
+        samples = tf.zeros([total, n, n, channels])
+        for position, feature in enumerate(features):
+            where = tf.where(tf.equal(index, position))  # [K_l, 1]
+            picked = where[:, 0]
+            crops = crop_and_resize_samples(
+                feature, tf.gather(ys, picked), tf.gather(xs, picked), tf.gather(box_indices, picked)
+            )
+            samples += tf.scatter_nd(where, crops, tf.shape(samples, out_type=tf.int64))
+    pooled = _pool_bins(samples, output_size, sampling_ratio, pooling)
+    return tf.reshape(pooled, [batch, num, output_size, output_size, channels])

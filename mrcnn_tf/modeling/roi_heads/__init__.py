@@ -1,0 +1,1 @@
+"""RoI feature extraction and the box and mask heads."""

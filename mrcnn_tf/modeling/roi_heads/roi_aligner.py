@@ -1,0 +1,164 @@
+"""RoI feature extractors: RoIAlign on one map (C4 models) or on a pyramid (FPN models)."""
+
+from __future__ import annotations
+
+import keras
+
+from mrcnn_tf.ops import roi_align as ops
+from mrcnn_tf.registries import ROI_ALIGNERS
+
+
+class _RoIAlignBase(keras.layers.Layer):
+    def __init__(
+        self,
+        output_size: int = 7,
+        sampling_ratio: int = 2,
+        aligned: bool = True,
+        backend: str = "crop_and_resize",
+        pooling: str = "avg",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        ops._check(output_size, sampling_ratio, backend, pooling)
+        self.output_size = int(output_size)
+        self.sampling_ratio = int(sampling_ratio)
+        self.aligned = bool(aligned)
+        self.backend = backend
+        self.pooling = pooling
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            output_size=self.output_size,
+            sampling_ratio=self.sampling_ratio,
+            aligned=self.aligned,
+            backend=self.backend,
+            pooling=self.pooling,
+        )
+        return config
+
+
+@ROI_ALIGNERS.register()
+class MultiLevelRoIAlign(_RoIAlignBase):
+    """RoIAlign on an FPN pyramid; each RoI is read from level ``floor(4 + log2(sqrt(wh) / 224))``.
+
+    Args:
+        output_size: bins per side (7 for the box head, 14 for the mask head).
+        sampling_ratio: bilinear samples per bin and axis (>= 1).
+        aligned: Detectron2 ``ROIAlignV2`` half-pixel shift (default) or the original op.
+        backend: ``crop_and_resize`` (GPU) or ``gather`` (XLA/TPU; same values to 1e-5).
+        pooling: ``avg`` (RoIAlign) or ``max`` (the paper's Table 2c variant).
+        min_level, max_level: pyramid levels RoIs may use (P2–P5 in the paper; P6 only feeds
+            the RPN).
+        canonical_size, canonical_level: the FPN paper's 224 and k0 = 4.
+
+    Call:
+        features: ``{"P2": [B, H/4, W/4, C], ..., "P5": ...}`` (extra levels are ignored).
+        boxes: ``[B, N, 4]`` float32 ``[y1, x1, y2, x2]`` in input-image pixels.
+
+    Returns:
+        ``[B, N, output_size, output_size, C]`` float32.
+    """
+
+    def __init__(
+        self,
+        output_size: int = 7,
+        sampling_ratio: int = 2,
+        aligned: bool = True,
+        backend: str = "crop_and_resize",
+        pooling: str = "avg",
+        min_level: int = 2,
+        max_level: int = 5,
+        canonical_size: float = 224.0,
+        canonical_level: int = 4,
+        **kwargs,
+    ):
+        super().__init__(output_size, sampling_ratio, aligned, backend, pooling, **kwargs)
+        if min_level > max_level:
+            raise ValueError(
+                f"MultiLevelRoIAlign needs min_level <= max_level, got {min_level} > {max_level}"
+            )
+        self.min_level = int(min_level)
+        self.max_level = int(max_level)
+        self.canonical_size = float(canonical_size)
+        self.canonical_level = int(canonical_level)
+
+    def call(self, features, boxes):
+        keys = [f"P{k}" for k in range(self.min_level, self.max_level + 1)]
+        missing = [k for k in keys if k not in features]
+        if missing:
+            raise ValueError(f"MultiLevelRoIAlign needs pyramid levels {missing}; got {sorted(features)}")
+        return ops.multilevel_roi_align(
+            [features[k] for k in keys],
+            boxes,
+            self.output_size,
+            min_level=self.min_level,
+            sampling_ratio=self.sampling_ratio,
+            aligned=self.aligned,
+            backend=self.backend,
+            pooling=self.pooling,
+            canonical_size=self.canonical_size,
+            canonical_level=self.canonical_level,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            min_level=self.min_level,
+            max_level=self.max_level,
+            canonical_size=self.canonical_size,
+            canonical_level=self.canonical_level,
+        )
+        return config
+
+
+@ROI_ALIGNERS.register()
+class RoIAlign(_RoIAlignBase):
+    """RoIAlign on a single feature map (the ResNet-C4 model reads C4 at stride 16).
+
+    Args:
+        feature: the key of the map in the features dict (``C4``).
+        stride: that map's stride in input pixels.
+        Others: as :class:`MultiLevelRoIAlign`.
+
+    Call:
+        features: a dict holding ``feature`` ``[B, H/stride, W/stride, C]``.
+        boxes: ``[B, N, 4]`` float32 ``[y1, x1, y2, x2]`` in input-image pixels.
+
+    Returns:
+        ``[B, N, output_size, output_size, C]`` float32.
+    """
+
+    def __init__(
+        self,
+        output_size: int = 14,
+        sampling_ratio: int = 2,
+        aligned: bool = True,
+        backend: str = "crop_and_resize",
+        pooling: str = "avg",
+        feature: str = "C4",
+        stride: int = 16,
+        **kwargs,
+    ):
+        super().__init__(output_size, sampling_ratio, aligned, backend, pooling, **kwargs)
+        self.feature = feature
+        self.stride = int(stride)
+
+    def call(self, features, boxes):
+        if self.feature not in features:
+            raise ValueError(f"RoIAlign reads feature '{self.feature}'; got {sorted(features)}")
+        return ops.roi_align(
+            features[self.feature],
+            boxes,
+            self.output_size,
+            1.0 / self.stride,
+            sampling_ratio=self.sampling_ratio,
+            aligned=self.aligned,
+            backend=self.backend,
+            pooling=self.pooling,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(feature=self.feature, stride=self.stride)
+        return config
