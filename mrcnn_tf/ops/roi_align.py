@@ -140,7 +140,8 @@ def gather_samples(
     )
 
 
-def _check(output_size, sampling_ratio, backend, pooling) -> None:
+def check_roi_align_args(output_size: int, sampling_ratio: int, backend: str, pooling: str) -> None:
+    """Raise ``ValueError`` naming the bad argument of :func:`roi_align`."""
     if backend not in BACKENDS:
         raise ValueError(f"roi_align backend must be one of {BACKENDS}, got '{backend}'")
     if pooling not in POOLING:
@@ -180,7 +181,7 @@ def roi_align(
     Returns:
         ``[B, N, output_size, output_size, C]`` float32.
     """
-    _check(output_size, sampling_ratio, backend, pooling)
+    check_roi_align_args(output_size, sampling_ratio, backend, pooling)
     output_size, sampling_ratio = int(output_size), int(sampling_ratio)
     shape = tf.shape(features)
     batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]
@@ -247,7 +248,7 @@ def multilevel_roi_align(
         backend compiles with XLA; ``crop_and_resize`` groups boxes by level with dynamic
         shapes inside (GPU path).
     """
-    _check(output_size, sampling_ratio, backend, pooling)
+    check_roi_align_args(output_size, sampling_ratio, backend, pooling)
     output_size, sampling_ratio = int(output_size), int(sampling_ratio)
     max_level = min_level + len(features) - 1
     batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]

@@ -19,12 +19,21 @@ class _RoIAlignBase(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        ops._check(output_size, sampling_ratio, backend, pooling)
+        ops.check_roi_align_args(output_size, sampling_ratio, backend, pooling)
         self.output_size = int(output_size)
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
         self.backend = backend
         self.pooling = pooling
+
+    def _op_kwargs(self) -> dict:
+        """The arguments every RoIAlign op call shares."""
+        return {
+            "sampling_ratio": self.sampling_ratio,
+            "aligned": self.aligned,
+            "backend": self.backend,
+            "pooling": self.pooling,
+        }
 
     def get_config(self):
         config = super().get_config()
@@ -93,12 +102,9 @@ class MultiLevelRoIAlign(_RoIAlignBase):
             boxes,
             self.output_size,
             min_level=self.min_level,
-            sampling_ratio=self.sampling_ratio,
-            aligned=self.aligned,
-            backend=self.backend,
-            pooling=self.pooling,
             canonical_size=self.canonical_size,
             canonical_level=self.canonical_level,
+            **self._op_kwargs(),
         )
 
     def get_config(self):
@@ -152,10 +158,7 @@ class RoIAlign(_RoIAlignBase):
             boxes,
             self.output_size,
             1.0 / self.stride,
-            sampling_ratio=self.sampling_ratio,
-            aligned=self.aligned,
-            backend=self.backend,
-            pooling=self.pooling,
+            **self._op_kwargs(),
         )
 
     def get_config(self):
