@@ -300,39 +300,33 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     return [int(p) if p.isdigit() else p for p in parts], value
 
 
+def _check_container(node: Any, part: str | int, prefix: list[str | int], source: str) -> None:
+    """Raise unless ``node`` (found at ``prefix``) can be indexed by ``part``."""
+    if isinstance(node, list):
+        if not isinstance(part, int) or not -len(node) <= part < len(node):
+            raise ConfigError(
+                f"index {part} is out of range for the list at '{format_path(prefix)}'", file=source
+            )
+    elif not isinstance(node, dict):
+        raise ConfigError(f"'{format_path(prefix)}' is {node!r}, not a mapping", file=source)
+
+
 def apply_override(cfg: dict, text: str, origins: Origins | None = None) -> None:
     """Set one ``key.path=VALUE`` override in ``cfg`` in place (missing dicts are created)."""
     parts, value = parse_override(text)
     source = f"--set {text}"
     node: Any = cfg
     for depth, part in enumerate(parts[:-1]):
-        nxt_is_index = isinstance(parts[depth + 1], int)
-        if isinstance(node, list):
-            if not isinstance(part, int) or not -len(node) <= part < len(node):
-                raise ConfigError(
-                    f"index {part} is out of range for the list at '{format_path(parts[:depth])}'",
-                    file=source,
-                )
-            node = node[part]
-            continue
-        if not isinstance(node, dict):
-            raise ConfigError(f"'{format_path(parts[:depth])}' is {node!r}, not a mapping", file=source)
-        if part not in node or node[part] is None:
-            if nxt_is_index:
+        _check_container(node, part, parts[:depth], source)
+        if isinstance(node, dict) and (part not in node or node[part] is None):
+            if isinstance(parts[depth + 1], int):
                 raise ConfigError(f"'{format_path(parts[: depth + 1])}' is not a list", file=source)
             node[part] = {}
             if origins is not None:
                 origins[tuple(parts[: depth + 1])] = source
         node = node[part]
-    last = parts[-1]
-    if isinstance(node, list):
-        if not isinstance(last, int) or not -len(node) <= last < len(node):
-            raise ConfigError(
-                f"index {last} is out of range for the list at '{format_path(parts[:-1])}'", file=source
-            )
-    elif not isinstance(node, dict):
-        raise ConfigError(f"'{format_path(parts[:-1])}' is {node!r}, not a mapping", file=source)
-    node[last] = value
+    _check_container(node, parts[-1], parts[:-1], source)
+    node[parts[-1]] = value
     if origins is not None:
         _forget(origins, tuple(parts))
         _record(value, tuple(parts), source, origins)

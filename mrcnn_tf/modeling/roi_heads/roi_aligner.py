@@ -37,13 +37,7 @@ class _RoIAlignBase(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            output_size=self.output_size,
-            sampling_ratio=self.sampling_ratio,
-            aligned=self.aligned,
-            backend=self.backend,
-            pooling=self.pooling,
-        )
+        config.update(output_size=self.output_size, **self._op_kwargs())
         return config
 
 
