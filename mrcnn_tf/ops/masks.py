@@ -1,0 +1,129 @@
+"""Instance masks: training targets from box-cropped masks, and pasting predictions into images.
+
+Masks travel **cropped to their boxes** at a fixed resolution: ``masks[g]`` is an ``S × S``
+grid over ``boxes[g]``, its cell ``(i, j)`` covering ``[y1 + i * h / S, y1 + (i + 1) * h / S)``
+× ``[x1 + j * w / S, ...)`` with its value at the cell centre (pixel i covers [i, i+1)). Memory
+then does not grow with the image size (as in TF Model Garden and matterport's "mini masks").
+
+Both directions are bilinear interpolation of such a grid with **zeros outside it**: a mask is
+zero outside its box, so a sample half a cell beyond the last centre gets half the border
+value. This is what Detectron2 gets from ``ROIAlign(aligned=True)`` on a full-image bitmask
+(targets) and from ``grid_sample(align_corners=False)`` with zero padding (pasting).
+Bilinear interpolation is separable, so every resampling here is two small matrix products
+``Wy @ mask @ Wx^T`` with interpolation matrices from :func:`interpolation_matrix` — exact, and
+without a full-image tensor per RoI.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def interpolation_matrix(positions: tf.Tensor, size: int) -> tf.Tensor:
+    """Linear-interpolation weights ``[..., P, size]`` for sample positions ``[..., P]``.
+
+    ``positions`` are in index units of a grid of ``size`` values (value j sits at j). Row p
+    has weight ``1 - f`` on ``floor(p)`` and ``f`` on ``floor(p) + 1`` (``f`` the fraction);
+    weights on indices outside ``[0, size)`` are dropped, i.e. the grid is zero outside.
+    """
+    positions = tf.cast(positions, tf.float32)
+    low = tf.floor(positions)
+    frac = positions - low
+    index = tf.range(size, dtype=tf.float32)
+    low = low[..., None]
+    return (
+        tf.cast(tf.equal(index, low), tf.float32) * (1.0 - frac[..., None])
+        + tf.cast(tf.equal(index, low + 1.0), tf.float32) * frac[..., None]
+    )
+
+
+def _grid_positions(start: tf.Tensor, length: tf.Tensor, count: int, sampling_ratio: int) -> tf.Tensor:
+    """Sample positions ``[..., count, sampling_ratio]`` at sub-cell centres of ``count`` bins."""
+    n = count * sampling_ratio
+    steps = (tf.range(n, dtype=tf.float32) + 0.5) / float(n)
+    points = start[..., None] + length[..., None] * steps
+    return tf.reshape(points, tf.concat([tf.shape(start), [count, sampling_ratio]], axis=0))
+
+
+def crop_mask_targets(
+    masks: tf.Tensor,
+    mask_boxes: tf.Tensor,
+    rois: tf.Tensor,
+    output_size: int,
+    sampling_ratio: int = 2,
+    threshold: float | None = 0.5,
+) -> tf.Tensor:
+    """Mask targets: each box-cropped mask resampled to its RoI at ``output_size`` (He et al. 2017).
+
+    Args:
+        masks: ``[..., S, S]`` float masks (0/1) cropped to ``mask_boxes`` (see module doc).
+        mask_boxes: ``[..., 4]`` float32 ``[y1, x1, y2, x2]`` input pixels: the GT box of each mask.
+        rois: ``[..., 4]`` float32 ``[y1, x1, y2, x2]`` input pixels: the RoI of each target.
+        output_size: M, the mask head's output resolution (28 for the FPN head).
+        sampling_ratio: bilinear samples per bin and axis, averaged (RoIAlign's average pooling).
+        threshold: binarise at this value (Detectron2 uses ``>= 0.5``); ``None`` keeps the
+            soft values.
+
+    Returns:
+        ``[..., M, M]`` float32 targets. An RoI equal to a rectangular GT box gives all ones;
+        an RoI half outside it gives half ones.
+    """
+    masks = tf.cast(masks, tf.float32)
+    size = masks.shape[-1]
+    if size is None or masks.shape[-2] != size:
+        raise ValueError(f"crop_mask_targets needs static square masks [..., S, S], got {masks.shape}")
+    mask_boxes = tf.cast(mask_boxes, tf.float32)
+    rois = tf.cast(rois, tf.float32)
+    gy1, gx1, gy2, gx2 = tf.unstack(mask_boxes, axis=-1)
+    ry1, rx1, ry2, rx2 = tf.unstack(rois, axis=-1)
+    # Input pixel y -> mask index units: (y - gy1) / gh * S - 0.5 (cell centres at integers).
+    cell_h = tf.maximum(gy2 - gy1, 1e-6) / size
+    cell_w = tf.maximum(gx2 - gx1, 1e-6) / size
+    ys = _grid_positions((ry1 - gy1) / cell_h - 0.5, (ry2 - ry1) / cell_h, output_size, sampling_ratio)
+    xs = _grid_positions((rx1 - gx1) / cell_w - 0.5, (rx2 - rx1) / cell_w, output_size, sampling_ratio)
+    wy = tf.reduce_mean(interpolation_matrix(ys, size), axis=-2)  # [..., M, S]
+    wx = tf.reduce_mean(interpolation_matrix(xs, size), axis=-2)
+    targets = tf.matmul(tf.matmul(wy, masks), wx, transpose_b=True)
+    if threshold is not None:
+        targets = tf.cast(targets >= threshold, tf.float32)
+    return targets
+
+
+def paste_masks(
+    masks: tf.Tensor,
+    boxes: tf.Tensor,
+    image_size: tuple[int, int],
+    threshold: float | None = 0.5,
+) -> tf.Tensor:
+    """Paste box-relative masks into full images (Detectron2's ``paste_masks_in_image``).
+
+    Image pixel ``(y, x)`` has its centre at ``(y + 0.5, x + 0.5)``; it reads the mask at index
+    ``(y + 0.5 - y1) / h * M - 0.5`` (and likewise for x) by bilinear interpolation, zero
+    outside the mask. Boxes partly outside the image, or smaller than one pixel, are fine.
+
+    Args:
+        masks: ``[N, M, M]`` float mask probabilities, box-relative (the mask head's output).
+        boxes: ``[N, 4]`` float32 ``[y1, x1, y2, x2]`` in the pixels of the target image.
+        image_size: ``(height, width)`` of the target image (Python ints).
+        threshold: binarise at ``>= threshold`` (0.5, as Detectron2); ``None`` returns the
+            interpolated probabilities.
+
+    Returns:
+        ``[N, height, width]``: uint8 0/1 with a threshold, float32 otherwise.
+    """
+    masks = tf.cast(masks, tf.float32)
+    size = masks.shape[-1]
+    if size is None:
+        raise ValueError("paste_masks needs a static mask size")
+    height, width = int(image_size[0]), int(image_size[1])
+    y1, x1, y2, x2 = tf.unstack(tf.cast(boxes, tf.float32), axis=-1)
+    cell_h = tf.maximum(y2 - y1, 1e-6) / size
+    cell_w = tf.maximum(x2 - x1, 1e-6) / size
+    py = tf.range(height, dtype=tf.float32) + 0.5
+    px = tf.range(width, dtype=tf.float32) + 0.5
+    wy = interpolation_matrix((py[None, :] - y1[:, None]) / cell_h[:, None] - 0.5, size)  # [N, H, M]
+    wx = interpolation_matrix((px[None, :] - x1[:, None]) / cell_w[:, None] - 0.5, size)  # [N, W, M]
+    pasted = tf.matmul(tf.matmul(wy, masks), wx, transpose_b=True)
+    if threshold is None:
+        return pasted
+    return tf.cast(pasted >= threshold, tf.uint8)
