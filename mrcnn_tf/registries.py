@@ -46,6 +46,7 @@ NECKS = _make("neck", "neck", "fpn")
 ANCHOR_GENERATORS = _make("anchor_generator", "anchor_generator", "anchors")
 RPN_HEADS = _make("rpn_head", "rpn_head")
 PROPOSAL_GENERATORS = _make("proposal_generator", "proposal_generator", "proposals")
+ANCHOR_LABELERS = _make("anchor_labeler", "anchor_labeler")
 ROI_ALIGNERS = _make("roi_aligner", "roi_aligner", "box_roi_aligner", "mask_roi_aligner")
 ROI_SAMPLERS = _make("roi_sampler", "roi_sampler")
 BOX_HEADS = _make("box_head", "box_head")
@@ -63,6 +64,7 @@ ALL: dict[str, Registry] = {
         ANCHOR_GENERATORS,
         RPN_HEADS,
         PROPOSAL_GENERATORS,
+        ANCHOR_LABELERS,
         ROI_ALIGNERS,
         ROI_SAMPLERS,
         BOX_HEADS,
@@ -77,9 +79,20 @@ ALL: dict[str, Registry] = {
 BUILTIN_MODULES = (
     "mrcnn_tf.modeling.backbones.resnet",
     "mrcnn_tf.modeling.necks.fpn",
+    "mrcnn_tf.modeling.necks.identity",
     "mrcnn_tf.modeling.anchors.anchor_generator",
+    "mrcnn_tf.modeling.rpn.rpn_head",
+    "mrcnn_tf.modeling.rpn.proposal_generator",
+    "mrcnn_tf.modeling.rpn.anchor_labeler",
     "mrcnn_tf.modeling.roi_heads.roi_aligner",
+    "mrcnn_tf.modeling.roi_heads.roi_pool",
+    "mrcnn_tf.modeling.roi_heads.roi_sampler",
+    "mrcnn_tf.modeling.roi_heads.fc_box_head",
+    "mrcnn_tf.modeling.roi_heads.res5_box_head",
+    "mrcnn_tf.modeling.mask_heads.fcn_mask_head",
     "mrcnn_tf.losses.box_losses",
+    "mrcnn_tf.losses.classification_losses",
+    "mrcnn_tf.modeling.detectors.mask_rcnn",
 )
 
 

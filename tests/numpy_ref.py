@@ -79,3 +79,27 @@ def roi_align(features, boxes, output_size, spatial_scale, sampling_ratio, align
                 ]
                 out[n, py, px] = np.max(samples, axis=0) if pooling == "max" else np.mean(samples, axis=0)
     return out
+
+
+def roi_pool(features, boxes, output_size, spatial_scale):
+    """Caffe/torchvision RoIPool: rounded box, "+1" size, quantized bins, max; empty bin = 0."""
+    _, h, w, c = features.shape
+    out = np.zeros((boxes.shape[0], boxes.shape[1], output_size, output_size, c))
+
+    def rnd(v):
+        return float(np.sign(v) * np.floor(abs(v) + 0.5))
+
+    for b in range(boxes.shape[0]):
+        for n in range(boxes.shape[1]):
+            y1, x1, y2, x2 = (rnd(float(v) * spatial_scale) for v in boxes[b, n])
+            bh = max(y2 - y1 + 1, 1) / output_size
+            bw = max(x2 - x1 + 1, 1) / output_size
+            for py in range(output_size):
+                hs = int(min(max(np.floor(py * bh) + y1, 0), h))
+                he = int(min(max(np.ceil((py + 1) * bh) + y1, 0), h))
+                for px in range(output_size):
+                    ws = int(min(max(np.floor(px * bw) + x1, 0), w))
+                    we = int(min(max(np.ceil((px + 1) * bw) + x1, 0), w))
+                    if he > hs and we > ws:
+                        out[b, n, py, px] = features[b, hs:he, ws:we].reshape(-1, c).max(axis=0)
+    return out

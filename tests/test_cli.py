@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from plugin_fixtures import TINY_BACKBONE, make_distribution
 
 from mrcnn_tf.cli import EXIT_NOT_IMPLEMENTED, main
 from mrcnn_tf.config import load_config
 from registry import ConfigError
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plugin_fixtures import TINY_BACKBONE, make_distribution
 
 ROLES = [
     "backbone",
@@ -24,6 +22,7 @@ ROLES = [
     "anchor_generator",
     "rpn_head",
     "proposal_generator",
+    "anchor_labeler",
     "roi_aligner",
     "roi_sampler",
     "box_head",
@@ -53,7 +52,7 @@ def test_list_prints_every_role_and_the_builtins(capsys):
 def test_list_one_role_accepts_plural(capsys):
     assert main(["list", "necks"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("neck (1)\n") and "FPN" in out and "ResNet" not in out
+    assert out.startswith("neck (2)\n") and "FPN" in out and "IdentityNeck" in out and "ResNet" not in out
 
 
 def test_list_unknown_role_is_a_user_error(capsys):

@@ -30,15 +30,70 @@ def _pyramid(prefix: str, channels: dict[int, int]):
     }
 
 
+def _boxes():
+    return np.array([[[0, 0, 16, 16], [8, 4, 60, 50], [0, 0, 0, 0]]], "float32")
+
+
+def _gt():
+    """Padded ground truth for one image: two objects and a padding slot."""
+    boxes = np.array([[[4, 4, 30, 40], [20, 16, 60, 60], [0, 0, 0, 0]]], "float32")
+    classes = np.array([[1, 3, 0]], "int32")
+    return boxes, classes
+
+
+def _rpn_outputs():
+    p = _pyramid("P", {2: 4, 3: 4})
+    return (
+        {k: np.zeros((1, v.shape[1] * v.shape[2] * 3), "float32") for k, v in p.items()},
+        {k: np.zeros((1, v.shape[1] * v.shape[2] * 3, 4), "float32") for k, v in p.items()},
+    )
+
+
+def _anchors():
+    from mrcnn_tf.modeling.anchors.anchor_generator import AnchorGenerator
+
+    gen = AnchorGenerator(min_level=2, max_level=3, sizes=[32, 64])
+    return {k: np.asarray(v) for k, v in gen(_pyramid("P", {2: 4, 3: 4})).items()}
+
+
+def _detector_inputs():
+    return ({"images": np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype("float32")},)
+
+
 SAMPLE_INPUTS = {
     "backbone": lambda: (_image(),),
     "neck": lambda: (_pyramid("C", {2: 8, 3: 16, 4: 32, 5: 64}),),
     "anchor_generator": lambda: (_pyramid("P", {2: 4, 3: 4, 4: 4, 5: 4, 6: 4}),),
-    "loss": lambda: (np.zeros((2, 4), "float32"), np.full((2, 4), 0.5, "float32")),
+    "rpn_head": lambda: (_pyramid("P", {2: 4, 3: 4}),),
+    "proposal_generator": lambda: (*_rpn_outputs(), _anchors(), np.array([[64.0, 64.0]], "float32")),
+    "anchor_labeler": lambda: (np.concatenate(list(_anchors().values())), _gt()[0], _gt()[1] > 0),
+    "roi_sampler": lambda: (_boxes(), np.array([[True, True, False]]), *_gt()),
     "roi_aligner": lambda: (
         {**_pyramid("P", {k: 4 for k in range(2, 7)}), **_pyramid("C", {4: 4})},
-        np.array([[[0, 0, 16, 16], [8, 4, 60, 50], [0, 0, 0, 0]]], "float32"),
+        _boxes(),
     ),
+    "box_head": lambda: (np.random.default_rng(3).normal(size=(1, 3, 14, 14, 8)).astype("float32"),),
+    "mask_head": lambda: (np.random.default_rng(4).normal(size=(1, 3, 7, 7, 8)).astype("float32"),),
+    "loss": lambda: (np.zeros((2, 4), "float32"), np.full((2, 4), 0.5, "float32")),
+    "detector": _detector_inputs,
+}
+#: Inputs for components whose call differs from the rest of their role.
+SAMPLE_INPUTS_BY_NAME = {
+    "SoftmaxCrossEntropyLoss": lambda: (np.array([0, 2], "int32"), np.zeros((2, 4), "float32")),
+}
+#: Specs for components that need more than their defaults (small sizes keep the tests fast).
+SPECS = {
+    "MaskRCNN": {
+        "backbone": {"type": "ResNet", "depth": 18, "out_features": ["C2", "C3", "C4", "C5"]},
+        "neck": {"type": "FPN", "num_channels": 16},
+        "anchor_generator": {"type": "AnchorGenerator"},
+        "proposal_generator": {"type": "ProposalGenerator", "post_nms_topk_test": 50},
+        "box_roi_aligner": {"type": "MultiLevelRoIAlign", "output_size": 7},
+        "box_head": {"type": "FCBoxHead", "fc_dim": 32},
+        "mask_roi_aligner": {"type": "MultiLevelRoIAlign", "output_size": 14},
+        "mask_head": {"type": "FCNMaskHead", "num_convs": 1, "conv_dim": 8},
+        "max_detections": 10,
+    },
 }
 
 ENTRIES = [(role, name) for role, reg in ALL.items() for name in reg.names()]
@@ -47,12 +102,14 @@ ENTRIES = [(role, name) for role, reg in ALL.items() for name in reg.names()]
 def _build(role, name):
     entry = ALL[role].entry(name)
     kwargs = {k: v for k, v in INJECTED.items() if k in entry.injected}
-    return ALL[role].build({"type": name}, **kwargs)
+    return ALL[role].build({"type": name, **SPECS.get(name, {})}, **kwargs)
 
 
 def _flatten(value):
     if isinstance(value, dict):
-        return [np.asarray(v) for v in value.values()]
+        return [a for v in value.values() for a in _flatten(v)]
+    if isinstance(value, (tuple, list)):
+        return [a for v in value for a in _flatten(v)]
     return [np.asarray(value)]
 
 
@@ -75,7 +132,7 @@ def test_component_builds_and_returns_finite_values(role, name):
     component = _build(role, name)
     if role not in SAMPLE_INPUTS:
         pytest.skip(f"no sample input for role {role} yet")
-    outputs = component(*SAMPLE_INPUTS[role]())
+    outputs = component(*SAMPLE_INPUTS_BY_NAME.get(name, SAMPLE_INPUTS[role])())
     for array in _flatten(outputs):
         assert array.size > 0 and np.all(np.isfinite(array)), f"{role} {name}"
 

@@ -105,11 +105,11 @@ def clip_boxes(boxes: tf.Tensor, image_size: tf.Tensor | Sequence[float]) -> tf.
     """Clip boxes ``[..., 4]`` to ``[0, height] × [0, width]``.
 
     Args:
-        image_size: ``(height, width)``, or ``[B, 2]`` per image for boxes ``[B, N, 4]``.
+        image_size: ``(height, width)``, or ``[B, 2]`` per image for boxes ``[B, N, ..., 4]``.
     """
     size = tf.cast(tf.convert_to_tensor(image_size), tf.float32)
-    if size.shape.rank == 2:  # [B, 2] -> [B, 1, 2] to broadcast over N
-        size = size[:, None, :]
+    if size.shape.rank == 2:  # [B, 2] -> [B, 1, ..., 2] to broadcast over the box dims
+        size = tf.reshape(size, tf.concat([tf.shape(size)[:1], [1] * (boxes.shape.rank - 2), [2]], axis=0))
     h, w = size[..., 0], size[..., 1]
     y1, x1, y2, x2 = tf.unstack(boxes, axis=-1)
     return tf.stack(

@@ -140,6 +140,29 @@ def gather_samples(
     )
 
 
+def pyramid_table(
+    features: list[tf.Tensor] | tuple[tf.Tensor, ...], index: tf.Tensor, box_indices: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Flatten a pyramid into one gather table and locate each box's map in it.
+
+    Args:
+        features: maps ``[B, H_l, W_l, C]``, one per level.
+        index: ``[K]`` int32 position in ``features`` of each box's level.
+        box_indices: ``[K]`` int32 image of each box.
+
+    Returns:
+        ``(flat [T, C], offsets [K], heights [K], widths [K])`` for :func:`gather_samples`.
+    """
+    batch = tf.shape(features[0])[0]
+    channels = tf.shape(features[0])[-1]
+    shapes = tf.stack([tf.shape(f)[1:3] for f in features])  # [L, 2]
+    sizes = shapes[:, 0] * shapes[:, 1]
+    starts = tf.cumsum(sizes * batch, exclusive=True)  # where each level starts in ``flat``
+    flat = tf.concat([tf.reshape(tf.cast(f, tf.float32), [-1, channels]) for f in features], axis=0)
+    offsets = tf.gather(starts, index) + box_indices * tf.gather(sizes, index)
+    return flat, offsets, tf.gather(shapes[:, 0], index), tf.gather(shapes[:, 1], index)
+
+
 def check_roi_align_args(output_size: int, sampling_ratio: int, backend: str, pooling: str) -> None:
     """Raise ``ValueError`` naming the bad argument of :func:`roi_align`."""
     if backend not in BACKENDS:
@@ -262,14 +285,7 @@ def multilevel_roi_align(
     box_indices = tf.repeat(tf.range(batch), num)
     channels = tf.shape(features[0])[-1]
     if backend == "gather":
-        shapes = tf.stack([tf.shape(f)[1:3] for f in features])  # [L, 2]
-        sizes = shapes[:, 0] * shapes[:, 1]
-        starts = tf.cumsum(sizes * batch, exclusive=True)  # where each level starts in ``flat``
-        flat = tf.concat([tf.reshape(tf.cast(f, tf.float32), [-1, channels]) for f in features], axis=0)
-        offsets = tf.gather(starts, index) + box_indices * tf.gather(sizes, index)
-        samples = gather_samples(
-            flat, offsets, tf.gather(shapes[:, 0], index), tf.gather(shapes[:, 1], index), ys, xs
-        )
+        samples = gather_samples(*pyramid_table(features, index, box_indices), ys, xs)
     else:
         n = output_size * sampling_ratio
         total = tf.shape(flat_boxes)[0]

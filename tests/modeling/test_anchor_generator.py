@@ -83,3 +83,20 @@ def test_bad_arguments():
         AnchorGenerator(sizes=[32, 64])
     with pytest.raises(ValueError, match="positive"):
         AnchorGenerator(aspect_ratios=[0, 1])
+
+
+def test_several_sizes_on_one_level_c4_style():
+    gen = AnchorGenerator(
+        min_level=4, max_level=4, sizes=[[32, 64, 128, 256, 512]], aspect_ratios=[0.5, 1, 2]
+    )
+    assert gen.num_anchors_per_location == 15
+    anchors = gen({"P4": np.zeros((1, 2, 3, 8), np.float32)})["P4"].numpy()
+    assert anchors.shape == (2 * 3 * 15, 4)
+    # cell (0, 0), size 128, ratio 1 (index 2 * 3 + 1): centred at (8, 8) with offset 0.5
+    np.testing.assert_allclose(anchors[7], [8 - 64, 8 - 64, 8 + 64, 8 + 64], atol=1e-4)
+    # size 32, ratio 0.5: h = 32 * sqrt(0.5), w = 32 / sqrt(0.5)
+    h, w = 32 * np.sqrt(0.5), 32 / np.sqrt(0.5)
+    np.testing.assert_allclose(anchors[0], [8 - h / 2, 8 - w / 2, 8 + h / 2, 8 + w / 2], atol=1e-4)
+    assert AnchorGenerator.from_config(gen.get_config()).get_config()["sizes"] == [[32, 64, 128, 256, 512]]
+    with pytest.raises(ValueError, match="same number of sizes"):
+        AnchorGenerator(min_level=2, max_level=3, sizes=[[32, 64], [128]])

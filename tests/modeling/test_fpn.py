@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from numpy_ref import conv2d
 
 from mrcnn_tf.modeling.necks.fpn import FPN
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from numpy_ref import conv2d
 
 
 def _upsample2(x):

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
+from numpy_ref import conv2d
 
 from mrcnn_tf.modeling.layers import FrozenBatchNormalization, PaddedConv2D, make_norm
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from numpy_ref import conv2d
 
 
 @pytest.mark.parametrize(

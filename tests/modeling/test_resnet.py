@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from numpy_ref import conv2d, relu
 
 from mrcnn_tf.modeling.backbones.resnet import ResNet
 from mrcnn_tf.modeling.backbones.resnet_blocks import ResidualBlock
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from numpy_ref import conv2d, relu
 
 
 def _randomize(layer, seed=0):

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
+import numpy_ref
 import pytest
 
 from mrcnn_tf.modeling.roi_heads.roi_aligner import MultiLevelRoIAlign, RoIAlign
 from mrcnn_tf.ops.roi_align import assign_levels
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import numpy_ref
 
 
 def test_c4_roi_align_layer_reads_c4_at_stride_16():

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
+import numpy_ref
 import pytest
 import tensorflow as tf
 
 from mrcnn_tf.ops.roi_align import assign_levels, multilevel_roi_align
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import numpy_ref
 
 
 def _square(side: float) -> list[float]:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
+import numpy_ref
 import pytest
 import tensorflow as tf
 
 from mrcnn_tf.ops.roi_align import roi_align
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import numpy_ref
 
 BACKENDS = ["crop_and_resize", "gather"]
 ARANGE = np.arange(25, dtype="float32").reshape(1, 5, 5, 1)

@@ -9,12 +9,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from plugin_fixtures import make_distribution
 
 from registry import Registry, RegistryError, import_modules
 from registry.plugins import load_entry_points, reset_entry_points
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from plugin_fixtures import make_distribution
 
 PLAIN_PLUGIN = """
 from mrcnn_tf.registries import BACKBONES

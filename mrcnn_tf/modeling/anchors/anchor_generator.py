@@ -23,7 +23,9 @@ class AnchorGenerator(keras.layers.Layer):
 
     Args:
         min_level, max_level: pyramid levels, e.g. 2..6 for P2–P6.
-        sizes: one base size per level, in input pixels (32..512 in the FPN paper).
+        sizes: one base size per level, in input pixels (32..512 in the FPN paper), or a list
+            of sizes per level (the C4 RPN has ``[[32, 64, 128, 256, 512]]`` on one level);
+            every level needs the same number of sizes, as the RPN head is shared.
         aspect_ratios: height/width ratios, the same on every level.
         scales: multipliers of each size (``(1.0,)`` for Mask R-CNN; RetinaNet uses
             ``2**(i/3)`` for i = 0, 1, 2).
@@ -35,15 +37,15 @@ class AnchorGenerator(keras.layers.Layer):
     Returns:
         ``{"P2": [H2 * W2 * A, 4], ...}`` float32 anchors ``[y1, x1, y2, x2]`` in absolute
         input-image pixels, ordered by (row, column, anchor) so that they line up with an
-        RPN output ``[B, H, W, A * 4]`` reshaped to ``[B, H * W * A, 4]``; ``A = len(scales) *
-        len(aspect_ratios)``, scales outer, ratios inner.
+        RPN output ``[B, H, W, A * 4]`` reshaped to ``[B, H * W * A, 4]``; ``A = sizes per level *
+        len(scales) * len(aspect_ratios)``, sizes outer, then scales, ratios inner.
     """
 
     def __init__(
         self,
         min_level: int = 2,
         max_level: int = 6,
-        sizes: tuple[float, ...] | list[float] = (32, 64, 128, 256, 512),
+        sizes: tuple | list = (32, 64, 128, 256, 512),
         aspect_ratios: tuple[float, ...] | list[float] = (0.5, 1.0, 2.0),
         scales: tuple[float, ...] | list[float] = (1.0,),
         offset: float = 0.5,
@@ -55,11 +57,18 @@ class AnchorGenerator(keras.layers.Layer):
                 f"AnchorGenerator needs one size per level ({max_level - min_level + 1} for levels "
                 f"{min_level}..{max_level}), got sizes={list(sizes)}"
             )
-        if any(r <= 0 for r in aspect_ratios) or any(s <= 0 for s in sizes) or any(s <= 0 for s in scales):
+        per_level = [[float(v) for v in s] if isinstance(s, (list, tuple)) else [float(s)] for s in sizes]
+        if len({len(s) for s in per_level}) != 1 or not per_level[0]:
+            raise ValueError(
+                f"AnchorGenerator needs the same number of sizes on every level, got {list(sizes)}"
+            )
+        flat = [v for s in per_level for v in s]
+        if any(r <= 0 for r in aspect_ratios) or any(s <= 0 for s in flat) or any(s <= 0 for s in scales):
             raise ValueError("AnchorGenerator sizes, aspect_ratios and scales must be positive")
         self.min_level = min_level
         self.max_level = max_level
-        self.sizes = [float(s) for s in sizes]
+        self.sizes = [[float(v) for v in s] if isinstance(s, (list, tuple)) else float(s) for s in sizes]
+        self._level_sizes = per_level
         self.aspect_ratios = [float(r) for r in aspect_ratios]
         self.scales = [float(s) for s in scales]
         self.offset = float(offset)
@@ -67,17 +76,17 @@ class AnchorGenerator(keras.layers.Layer):
     @property
     def num_anchors_per_location(self) -> int:
         """Anchors per feature cell (the same on every level)."""
-        return len(self.scales) * len(self.aspect_ratios)
+        return len(self._level_sizes[0]) * len(self.scales) * len(self.aspect_ratios)
 
     def cell_anchors(self, level: int) -> list[list[float]]:
         """The ``A`` anchors ``[y1, x1, y2, x2]`` centred on (0, 0) for ``level``."""
-        size = self.sizes[level - self.min_level]
         out = []
-        for scale in self.scales:
-            for ratio in self.aspect_ratios:
-                h = size * scale * math.sqrt(ratio)
-                w = size * scale / math.sqrt(ratio)
-                out.append([-h / 2.0, -w / 2.0, h / 2.0, w / 2.0])
+        for size in self._level_sizes[level - self.min_level]:
+            for scale in self.scales:
+                for ratio in self.aspect_ratios:
+                    h = size * scale * math.sqrt(ratio)
+                    w = size * scale / math.sqrt(ratio)
+                    out.append([-h / 2.0, -w / 2.0, h / 2.0, w / 2.0])
         return out
 
     def grid_anchors(self, level: int, height, width):

@@ -1,0 +1,1 @@
+"""Detectors: meta-architectures assembled from registered components."""

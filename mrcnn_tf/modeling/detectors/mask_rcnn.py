@@ -1,0 +1,315 @@
+"""Mask R-CNN (He et al. 2017) as a Keras model assembled from registered components."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from mrcnn_tf.modeling.detectors import targets as target_ops
+from mrcnn_tf.ops import boxes as box_ops
+from mrcnn_tf.registries import (
+    ANCHOR_GENERATORS,
+    ANCHOR_LABELERS,
+    BACKBONES,
+    BOX_HEADS,
+    DETECTORS,
+    LOSSES,
+    MASK_HEADS,
+    NECKS,
+    PROPOSAL_GENERATORS,
+    ROI_ALIGNERS,
+    ROI_SAMPLERS,
+    RPN_HEADS,
+)
+
+#: Component arguments: (registry, attribute) in build order.
+COMPONENTS = {
+    "backbone": BACKBONES,
+    "neck": NECKS,
+    "anchor_generator": ANCHOR_GENERATORS,
+    "rpn_head": RPN_HEADS,
+    "proposal_generator": PROPOSAL_GENERATORS,
+    "anchor_labeler": ANCHOR_LABELERS,
+    "box_roi_aligner": ROI_ALIGNERS,
+    "roi_sampler": ROI_SAMPLERS,
+    "box_head": BOX_HEADS,
+    "mask_roi_aligner": ROI_ALIGNERS,
+    "mask_head": MASK_HEADS,
+}
+LOSS_NAMES = ("rpn_objectness", "rpn_box", "box_cls", "box_reg", "mask")
+#: torchvision's ImageNet statistics for RGB images in [0, 255].
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def _build(registry, spec, **offers):
+    """Build ``spec``, passing those ``offers`` the entry declares as injected."""
+    if isinstance(spec, (str, Mapping)):
+        name = spec if isinstance(spec, str) else spec.get("type")
+        if name is not None:
+            injected = registry.entry(name).injected
+            return registry.build(spec, **{k: v for k, v in offers.items() if k in injected})
+    return registry.build(spec)
+
+
+@DETECTORS.register(injected=("num_classes",))
+class MaskRCNN(keras.Model):
+    """Backbone -> neck -> RPN -> RoIAlign -> box head, and a mask head on the final boxes.
+
+    Every component argument is a registered layer given as ``{type: Name, ...}`` (or a built
+    instance); losses likewise. Training targets are computed in the graph from padded ground
+    truth, and every shape is static (fixed proposals, samples and detections), so
+    ``model.fit`` works as is under ``tf.distribute`` and the training step compiles with XLA
+    when the RoI aligners use ``backend: gather``.
+
+    Args:
+        backbone, neck, anchor_generator, rpn_head, proposal_generator, anchor_labeler,
+            box_roi_aligner, roi_sampler, box_head, mask_head: the components.
+        num_classes: K foreground classes (class 0 is background).
+        mask_roi_aligner: the mask head's RoI features; unused (may be omitted) when the box
+            head shares its RoI features (the C4 ``Res5BoxHead``).
+        rpn_objectness_loss, rpn_box_loss, box_cls_loss, box_reg_loss, mask_loss: registered
+            losses with ``reduction: sum`` (the detector applies Detectron2's normalisers:
+            sampled anchors per batch for the RPN, sampled RoIs for the box head, pixels of
+            positive RoIs for the mask loss).
+        loss_weights: a weight per loss name (``rpn_objectness``, ``rpn_box``, ``box_cls``,
+            ``box_reg``, ``mask``); 1.0 where absent.
+        pixel_mean, pixel_std: per-channel normalisation of the input images.
+        score_threshold, nms_iou_threshold, max_detections: inference (0.05, 0.5, 100).
+
+    Call:
+        inputs: a dict with ``images`` ``[B, H, W, 3]`` (RGB in [0, 255], any float or uint8
+            dtype; H and W multiples of the largest stride), optionally ``image_size``
+            ``[B, 2]`` (height, width) of each image before padding, and for training the
+            padded ground truth: ``gt_boxes`` ``[B, G, 4]`` float32 ``[y1, x1, y2, x2]`` input
+            pixels, ``gt_classes`` ``[B, G]`` int32 (1..K, 0 = padding) and ``gt_masks``
+            ``[B, G, S, S]`` masks cropped to their boxes (see :mod:`mrcnn_tf.ops.masks`).
+        training: training returns the tensors the losses need (see ``compute_loss``);
+            inference returns the detections.
+
+    Returns (inference):
+        ``boxes [B, D, 4]`` float32 ``[y1, x1, y2, x2]`` input pixels, ``scores [B, D]``,
+        ``classes [B, D]`` int32 (1..K, 0 for empty slots), ``num_detections [B]`` int32 and
+        ``masks [B, D, M, M]`` float32 box-relative probabilities (D = max_detections; paste
+        them with :func:`mrcnn_tf.ops.masks.paste_masks`).
+    """
+
+    def __init__(
+        self,
+        backbone: Any,
+        neck: Any,
+        anchor_generator: Any,
+        box_roi_aligner: Any,
+        box_head: Any,
+        mask_head: Any,
+        num_classes: int,
+        rpn_head: Any = "RPNHead",
+        proposal_generator: Any = "ProposalGenerator",
+        anchor_labeler: Any = "AnchorLabeler",
+        roi_sampler: Any = "RoISampler",
+        mask_roi_aligner: Any = None,
+        rpn_objectness_loss: Any = "SigmoidCrossEntropyLoss",
+        rpn_box_loss: Any = "SmoothL1Loss",
+        box_cls_loss: Any = "SoftmaxCrossEntropyLoss",
+        box_reg_loss: Any = "SmoothL1Loss",
+        mask_loss: Any = "SigmoidCrossEntropyLoss",
+        loss_weights: Mapping[str, float] | None = None,
+        pixel_mean: Sequence[float] = IMAGENET_MEAN,
+        pixel_std: Sequence[float] = IMAGENET_STD,
+        score_threshold: float = 0.05,
+        nms_iou_threshold: float = 0.5,
+        max_detections: int = 100,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(num_classes) < 1:
+            raise ValueError(f"MaskRCNN num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.backbone = _build(BACKBONES, backbone)
+        self.neck = _build(NECKS, neck)
+        self.anchor_generator = _build(ANCHOR_GENERATORS, anchor_generator)
+        self.rpn_head = _build(
+            RPN_HEADS, rpn_head, num_anchors=self.anchor_generator.num_anchors_per_location
+        )
+        self.proposal_generator = _build(PROPOSAL_GENERATORS, proposal_generator)
+        self.anchor_labeler = _build(ANCHOR_LABELERS, anchor_labeler)
+        self.box_roi_aligner = _build(ROI_ALIGNERS, box_roi_aligner)
+        self.roi_sampler = _build(ROI_SAMPLERS, roi_sampler)
+        self.box_head = _build(BOX_HEADS, box_head, num_classes=self.num_classes)
+        self.mask_head = _build(MASK_HEADS, mask_head, num_classes=self.num_classes)
+        self.shares_roi_features = bool(getattr(self.box_head, "shares_roi_features", False))
+        if mask_roi_aligner is None and not self.shares_roi_features:
+            raise ValueError("MaskRCNN needs a mask_roi_aligner unless the box head shares its RoI features")
+        self.mask_roi_aligner = None if mask_roi_aligner is None else _build(ROI_ALIGNERS, mask_roi_aligner)
+        rpn_decode = getattr(self.proposal_generator, "box_weights", None)
+        rpn_encode = getattr(self.anchor_labeler, "box_weights", None)
+        if rpn_decode is not None and rpn_encode is not None and tuple(rpn_decode) != tuple(rpn_encode):
+            raise ValueError(
+                f"anchor_labeler.box_weights {list(rpn_encode)} must equal proposal_generator.box_weights "
+                f"{list(rpn_decode)}: the RPN decodes with the weights it was trained with"
+            )
+        self.losses_by_name = {
+            "rpn_objectness": _build(LOSSES, rpn_objectness_loss),
+            "rpn_box": _build(LOSSES, rpn_box_loss),
+            "box_cls": _build(LOSSES, box_cls_loss),
+            "box_reg": _build(LOSSES, box_reg_loss),
+            "mask": _build(LOSSES, mask_loss),
+        }
+        for name, loss in self.losses_by_name.items():
+            if getattr(loss, "reduction", "sum") != "sum":
+                raise ValueError(f"MaskRCNN {name}_loss needs reduction 'sum' (the detector normalises)")
+        loss_weights = dict(loss_weights or {})
+        unknown = sorted(set(loss_weights) - set(LOSS_NAMES))
+        if unknown:
+            raise ValueError(f"MaskRCNN loss_weights has unknown keys {unknown}; known: {list(LOSS_NAMES)}")
+        self.loss_weights = {name: float(loss_weights.get(name, 1.0)) for name in LOSS_NAMES}
+        if len(pixel_mean) != 3 or len(pixel_std) != 3 or min(pixel_std) <= 0:
+            raise ValueError("MaskRCNN pixel_mean and pixel_std need 3 values (std > 0)")
+        self.pixel_mean = [float(v) for v in pixel_mean]
+        self.pixel_std = [float(v) for v in pixel_std]
+        self.score_threshold = float(score_threshold)
+        self.nms_iou_threshold = float(nms_iou_threshold)
+        self.max_detections = int(max_detections)
+        self.loss_trackers = [keras.metrics.Mean(name=f"{name}_loss") for name in LOSS_NAMES]
+
+    # ------------------------------------------------------------------------ forward
+    def build(self, input_shape=None):
+        """Sub-layers build on the first call (their shapes depend on the image size)."""
+        self.built = True
+
+    def _features(self, inputs, training):
+        if not isinstance(inputs, Mapping):
+            inputs = {"images": inputs}
+        if "images" not in inputs:
+            raise ValueError(f"MaskRCNN inputs need an 'images' key; got {sorted(inputs)}")
+        images = tf.cast(inputs["images"], tf.float32)
+        if images.shape.rank != 4 or images.shape[-1] != 3:
+            raise ValueError(f"MaskRCNN images must be [B, H, W, 3], got {images.shape}")
+        shape = tf.shape(images)
+        image_size = inputs.get("image_size")
+        if image_size is None:
+            image_size = tf.tile(tf.cast(shape[1:3], tf.float32)[None], [shape[0], 1])
+        x = (images - tf.constant(self.pixel_mean)) / tf.constant(self.pixel_std)
+        pyramid = self.neck(self.backbone(x, training=training))
+        anchors = self.anchor_generator(pyramid)
+        objectness, deltas = self.rpn_head({k: pyramid[k] for k in anchors})
+        proposals = self.proposal_generator(
+            objectness, deltas, anchors, tf.cast(image_size, tf.float32), training=training
+        )
+        return inputs, tf.cast(image_size, tf.float32), pyramid, anchors, objectness, deltas, proposals
+
+    def call(self, inputs, training=False):
+        inputs, image_size, pyramid, anchors, objectness, deltas, proposals = self._features(inputs, training)
+        if training:
+            return self._training_outputs(inputs, pyramid, anchors, objectness, deltas, proposals)
+        return self._detect(pyramid, proposals, image_size)
+
+    def _mask_features(self, pyramid, boxes, box_features=None):
+        if self.shares_roi_features:
+            if box_features is None:
+                box_features = self.box_head.extract(self.box_roi_aligner(pyramid, boxes), training=False)
+            return box_features
+        return self.mask_roi_aligner(pyramid, boxes)
+
+    def _training_outputs(self, inputs, pyramid, anchors, objectness, deltas, proposals):
+        missing = [k for k in ("gt_boxes", "gt_classes", "gt_masks") if k not in inputs]
+        if missing:
+            raise ValueError(f"MaskRCNN training needs {missing} in its inputs (got {sorted(inputs)})")
+        gt_boxes = tf.cast(inputs["gt_boxes"], tf.float32)
+        gt_classes = tf.cast(inputs["gt_classes"], tf.int32)
+        out = target_ops.rpn_outputs(self.anchor_labeler, anchors, objectness, deltas, gt_boxes, gt_classes)
+        boxes, _, valid = proposals
+        samples = self.roi_sampler(boxes, valid, gt_boxes, gt_classes)
+        head = self.box_head(self.box_roi_aligner(pyramid, samples["rois"]), training=True)
+        out.update(target_ops.box_outputs(head, samples))
+        m = min(self.roi_sampler.max_positives, samples["rois"].shape[1])
+        shared = head["features"][:, :m] if self.shares_roi_features else None
+        mask_logits = self.mask_head(
+            self._mask_features(pyramid, samples["rois"][:, :m], shared), training=True
+        )
+        out.update(target_ops.mask_outputs(mask_logits, samples, m, gt_boxes, inputs["gt_masks"]))
+        return out
+
+    def _detect(self, pyramid, proposals, image_size):
+        rois, _, valid = proposals
+        head = self.box_head(self.box_roi_aligner(pyramid, rois), training=False)
+        probs = tf.nn.softmax(tf.cast(head["logits"], tf.float32), axis=-1)
+        decoded = box_ops.decode_boxes(head["deltas"], rois[:, :, None, :], self.roi_sampler.box_weights)
+        decoded = box_ops.clip_boxes(decoded, image_size)
+        scores = probs[..., 1:] * tf.cast(valid, tf.float32)[..., None]
+        nms = tf.image.combined_non_max_suppression(
+            decoded,
+            scores,
+            max_output_size_per_class=self.max_detections,
+            max_total_size=self.max_detections,
+            iou_threshold=self.nms_iou_threshold,
+            score_threshold=self.score_threshold,
+            pad_per_class=False,
+            clip_boxes=False,
+        )
+        count = nms.valid_detections
+        present = tf.range(self.max_detections)[None, :] < count[:, None]
+        classes = tf.where(present, tf.cast(nms.nmsed_classes, tf.int32) + 1, 0)
+        det_boxes = tf.where(present[..., None], nms.nmsed_boxes, 0.0)
+        mask_logits = self.mask_head(self._mask_features(pyramid, det_boxes), training=False)
+        masks = tf.sigmoid(target_ops.select_class(mask_logits, classes))
+        return {
+            "boxes": det_boxes,
+            "scores": tf.where(present, nms.nmsed_scores, 0.0),
+            "classes": classes,
+            "num_detections": count,
+            "masks": tf.where(present[..., None, None], masks, 0.0),
+        }
+
+    # ------------------------------------------------------------------------- losses
+    def loss_terms(self, outputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The weighted scalar losses by name from the training outputs of ``call``."""
+        if "rpn_logits" not in outputs:
+            raise ValueError(
+                "MaskRCNN losses need the outputs of call(..., training=True); inference outputs "
+                "have no targets (evaluate with COCO AP instead of model.evaluate)"
+            )
+        raw = target_ops.losses(self.losses_by_name, outputs)
+        return {name: raw[name] * self.loss_weights[name] for name in LOSS_NAMES}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        terms = self.loss_terms(y_pred)
+        for tracker, name in zip(self.loss_trackers, LOSS_NAMES, strict=True):
+            tracker.update_state(terms[name])
+        total = tf.add_n(list(terms.values()))
+        if self.losses:
+            total += tf.add_n([tf.cast(v, tf.float32) for v in self.losses])
+        return total
+
+    # -------------------------------------------------------------------- serialization
+    def get_config(self):
+        config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
+        for key in COMPONENTS:
+            layer = getattr(self, key)
+            config[key] = None if layer is None else serialize(layer)
+        for name, loss in self.losses_by_name.items():
+            config[f"{name}_loss"] = serialize(loss)
+        config.update(
+            num_classes=self.num_classes,
+            loss_weights=dict(self.loss_weights),
+            pixel_mean=list(self.pixel_mean),
+            pixel_std=list(self.pixel_std),
+            score_threshold=self.score_threshold,
+            nms_iou_threshold=self.nms_iou_threshold,
+            max_detections=self.max_detections,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        deserialize = keras.saving.deserialize_keras_object
+        for key in (*COMPONENTS, *(f"{n}_loss" for n in LOSS_NAMES)):
+            value = config.get(key)
+            if isinstance(value, Mapping) and "class_name" in value:
+                config[key] = deserialize(value)
+        return cls(**config)

@@ -1,0 +1,131 @@
+"""Training-time glue of the detector: gather predictions at their targets, and the losses.
+
+Each ``*_outputs`` function returns a flat dict of tensors (the detector's training outputs);
+:func:`losses` turns them into the five normalised losses of Mask R-CNN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import tensorflow as tf
+
+from mrcnn_tf.ops.masks import crop_mask_targets
+
+
+def _levels(d: Mapping[str, tf.Tensor]) -> list[str]:
+    return sorted(d, key=lambda k: int(k[1:]))
+
+
+def rpn_outputs(labeler, anchors, objectness, deltas, gt_boxes, gt_classes) -> dict[str, tf.Tensor]:
+    """RPN predictions at the sampled anchors and their targets.
+
+    Args:
+        labeler: the anchor labeler; anchors ``{level: [N_l, 4]}``; objectness
+            ``{level: [B, N_l]}``; deltas ``{level: [B, N_l, 4]}``; gt_boxes ``[B, G, 4]``;
+            gt_classes ``[B, G]`` (0 = padding).
+
+    Returns:
+        ``rpn_logits [B, S]``, ``rpn_deltas [B, S, 4]``, ``rpn_box_targets [B, S, 4]``,
+        ``rpn_positive [B, S]`` and ``rpn_valid [B, S]`` (S anchors sampled per image).
+    """
+    keys = _levels(anchors)
+    targets = labeler(tf.concat([anchors[k] for k in keys], axis=0), gt_boxes, gt_classes > 0)
+    logits = tf.concat([tf.cast(objectness[k], tf.float32) for k in keys], axis=1)
+    box_deltas = tf.concat([tf.cast(deltas[k], tf.float32) for k in keys], axis=1)
+    return {
+        "rpn_logits": tf.gather(logits, targets["indices"], batch_dims=1),
+        "rpn_deltas": tf.gather(box_deltas, targets["indices"], batch_dims=1),
+        "rpn_box_targets": targets["box_targets"],
+        "rpn_positive": targets["positive"],
+        "rpn_valid": targets["valid"],
+    }
+
+
+def select_class(per_class: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+    """Pick each RoI's class slice from class-last predictions.
+
+    Args:
+        per_class: ``[B, N, ..., K']`` with K' = K (class-specific) or 1 (class-agnostic).
+        classes: ``[B, N]`` int32 in 1..K (0, background, reads class 1's slice; callers mask it).
+
+    Returns:
+        ``[B, N, ...]``.
+    """
+    k = per_class.shape[-1]
+    if k == 1:
+        return per_class[..., 0]
+    index = tf.clip_by_value(classes - 1, 0, k - 1)
+    one_hot = tf.one_hot(index, k, dtype=per_class.dtype)
+    rank = per_class.shape.rank
+    one_hot = tf.reshape(one_hot, tf.concat([tf.shape(one_hot)[:2], [1] * (rank - 3), [k]], axis=0))
+    return tf.reduce_sum(per_class * one_hot, axis=-1)
+
+
+def box_outputs(head: Mapping[str, tf.Tensor], samples: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Box head predictions for the sampled RoIs with their class and box targets."""
+    deltas = tf.cast(head["deltas"], tf.float32)  # [B, S, K', 4]
+    return {
+        "box_logits": tf.cast(head["logits"], tf.float32),
+        "box_classes": samples["classes"],
+        "box_deltas": select_class(tf.transpose(deltas, [0, 1, 3, 2]), samples["classes"]),
+        "box_targets": samples["box_targets"],
+        "box_positive": samples["positive"],
+        "box_valid": samples["valid"],
+    }
+
+
+def mask_outputs(mask_logits, samples, m: int, gt_boxes, gt_masks) -> dict[str, tf.Tensor]:
+    """Mask logits of the GT class for the first ``m`` sampled RoIs (the positives) and targets.
+
+    Args:
+        mask_logits: ``[B, m, M, M, K']``; samples: the RoI sampler's dict; gt_boxes
+            ``[B, G, 4]``; gt_masks ``[B, G, S, S]`` box-cropped masks.
+    """
+    classes = samples["classes"][:, :m]
+    matched = samples["matched"][:, :m]
+    size = mask_logits.shape[2]
+    targets = crop_mask_targets(
+        tf.gather(tf.cast(gt_masks, tf.float32), matched, batch_dims=1),
+        tf.gather(gt_boxes, matched, batch_dims=1),
+        samples["rois"][:, :m],
+        size,
+    )
+    return {
+        "mask_logits": select_class(tf.cast(mask_logits, tf.float32), classes),
+        "mask_targets": tf.stop_gradient(targets),
+        "mask_positive": samples["positive"][:, :m],
+    }
+
+
+def losses(loss_fns: Mapping[str, object], out: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The five Mask R-CNN losses, each normalised as Detectron2 does.
+
+    * RPN objectness and box: sums over the sampled anchors (box: positives only) divided by
+      the anchors per image times the images (``S * B``).
+    * Box classification and regression: sums over the sampled RoIs (regression: positives,
+      GT class's deltas) divided by the number of sampled RoIs.
+    * Mask: per-pixel BCE on the GT class's channel, averaged over the pixels of positive RoIs.
+
+    Every normaliser is at least 1, so an image without positives gives finite losses.
+    """
+    f32 = tf.float32
+    rpn_valid = tf.cast(out["rpn_valid"], f32)
+    rpn_pos = tf.cast(out["rpn_positive"], f32)
+    rpn_norm = tf.cast(tf.size(rpn_valid), f32)
+    box_valid = tf.cast(out["box_valid"], f32)
+    box_pos = tf.cast(out["box_positive"], f32)
+    box_norm = tf.maximum(tf.reduce_sum(box_valid), 1.0)
+    mask_pos = tf.cast(out["mask_positive"], f32)[..., None, None] * tf.ones_like(out["mask_targets"])
+    mask_norm = tf.maximum(tf.reduce_sum(mask_pos), 1.0)
+    return {
+        "rpn_objectness": loss_fns["rpn_objectness"](rpn_pos, out["rpn_logits"], sample_weight=rpn_valid)
+        / tf.maximum(rpn_norm, 1.0),
+        "rpn_box": loss_fns["rpn_box"](out["rpn_box_targets"], out["rpn_deltas"], sample_weight=rpn_pos)
+        / tf.maximum(rpn_norm, 1.0),
+        "box_cls": loss_fns["box_cls"](out["box_classes"], out["box_logits"], sample_weight=box_valid)
+        / box_norm,
+        "box_reg": loss_fns["box_reg"](out["box_targets"], out["box_deltas"], sample_weight=box_pos)
+        / box_norm,
+        "mask": loss_fns["mask"](out["mask_targets"], out["mask_logits"], sample_weight=mask_pos) / mask_norm,
+    }

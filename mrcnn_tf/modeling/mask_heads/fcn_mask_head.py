@@ -1,0 +1,130 @@
+"""The Mask R-CNN mask head: a small FCN per RoI (He et al. 2017, Figure 4)."""
+
+from __future__ import annotations
+
+import keras
+
+from mrcnn_tf.modeling.layers import he_normal_fan_out, make_norm
+from mrcnn_tf.registries import MASK_HEADS
+
+UPSAMPLING = ("deconv", "bilinear")
+
+
+@MASK_HEADS.register(injected=("num_classes",))
+class FCNMaskHead(keras.layers.Layer):
+    """``num_convs`` 3×3 convs, a 2× upsampling, and a 1×1 conv to one mask logit per class.
+
+    The FPN head is 4 × conv3×3(256) + deconv 2×2 stride 2 (14 -> 28) + conv1×1(K). With
+    ``num_convs=0`` on the res5 features of :class:`Res5BoxHead` it is the paper's C4 mask
+    head (7 -> 14). Sigmoid per class: only the ground-truth class's channel is trained and
+    only the predicted class's channel is read (masks decoupled from classes).
+    Initialisation as Detectron2: ``c2_msra_fill`` for convs, normal(0, 0.001) predictor.
+
+    Args:
+        num_classes: K foreground classes (the detector supplies it).
+        num_convs, conv_dim: the conv tower.
+        upsample: ``deconv`` (2×2 transposed conv, the paper) or ``bilinear`` (2× bilinear
+            resize then a 3×3 conv: no checkerboard artefacts).
+        norm: norm after each tower conv (``none`` or ``gn``...).
+        class_agnostic: one mask for all classes.
+
+    Call:
+        roi_features: ``[B, N, S, S, C]`` float32.
+
+    Returns:
+        ``[B, N, 2S, 2S, K or 1]`` float32 mask logits, box-relative (see ``ops.masks``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_convs: int = 4,
+        conv_dim: int = 256,
+        upsample: str = "deconv",
+        norm: str = "none",
+        class_agnostic: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"FCNMaskHead upsample must be one of {UPSAMPLING}, got '{upsample}'")
+        if num_convs < 0:
+            raise ValueError(f"FCNMaskHead num_convs must be >= 0, got {num_convs}")
+        self.num_classes = int(num_classes)
+        self.num_convs = int(num_convs)
+        self.conv_dim = int(conv_dim)
+        self.upsample = upsample
+        self.norm = norm
+        self.class_agnostic = bool(class_agnostic)
+        init = he_normal_fan_out()
+        self.convs = [
+            keras.layers.Conv2D(
+                conv_dim,
+                3,
+                padding="same",
+                use_bias=norm == "none",
+                kernel_initializer=init,
+                name=f"conv{i + 1}",
+            )
+            for i in range(num_convs)
+        ]
+        self.norms = [make_norm(norm, f"conv{i + 1}_norm") for i in range(num_convs)]
+        if upsample == "deconv":
+            self.upsampler = keras.layers.Conv2DTranspose(
+                conv_dim, 2, strides=2, activation="relu", kernel_initializer=init, name="deconv"
+            )
+            self.resize = None
+        else:
+            self.resize = keras.layers.UpSampling2D(2, interpolation="bilinear", name="resize")
+            self.upsampler = keras.layers.Conv2D(
+                conv_dim, 3, padding="same", activation="relu", kernel_initializer=init, name="upsample_conv"
+            )
+        self.predictor = keras.layers.Conv2D(
+            1 if class_agnostic else self.num_classes,
+            1,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+            name="predictor",
+        )
+
+    def build(self, input_shape):
+        _, _, s, _, c = input_shape
+        shape = (None, s, s, c)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            conv.build(shape)
+            shape = (*shape[:-1], self.conv_dim)
+            norm.build(shape)
+        up = (None, 2 * s, 2 * s, shape[-1])
+        self.upsampler.build(shape if self.resize is None else up)
+        self.predictor.build((*up[:-1], self.conv_dim))
+
+    def call(self, roi_features, training=None):
+        ops = keras.ops
+        shape = ops.shape(roi_features)
+        x = ops.reshape(roi_features, (-1, shape[2], shape[3], shape[4]))
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = ops.relu(norm(conv(x), training=training))
+        if self.resize is not None:
+            x = self.resize(x)
+        x = self.predictor(self.upsampler(x))
+        out = ops.shape(x)
+        return ops.reshape(x, (shape[0], shape[1], out[1], out[2], out[3]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            num_convs=self.num_convs,
+            conv_dim=self.conv_dim,
+            upsample=self.upsample,
+            norm=self.norm,
+            class_agnostic=self.class_agnostic,
+        )
+        return config
+
+
+@MASK_HEADS.register(injected=("num_classes",))
+class UpsampleMaskHead(FCNMaskHead):
+    """:class:`FCNMaskHead` with bilinear 2× upsampling + 3×3 conv instead of the deconv."""
+
+    def __init__(self, num_classes: int, upsample: str = "bilinear", **kwargs):
+        super().__init__(num_classes, upsample=upsample, **kwargs)

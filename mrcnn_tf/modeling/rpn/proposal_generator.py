@@ -1,0 +1,141 @@
+"""Proposals from RPN outputs: per-level top-k, decode, clip, NMS, top-k (Detectron2 defaults)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from mrcnn_tf.ops import boxes as box_ops
+from mrcnn_tf.registries import PROPOSAL_GENERATORS
+
+#: Score given to removed candidates (below any real logit).
+_REMOVED = -1e9
+
+
+@PROPOSAL_GENERATORS.register()
+class ProposalGenerator(keras.layers.Layer):
+    """Turn RPN logits and deltas into a fixed number of proposals per image.
+
+    On each level: the ``pre_nms_topk`` highest-scoring anchors, their boxes decoded
+    (weights ``box_weights``) and clipped to the image, boxes with a side ``<= min_size``
+    removed, then NMS at ``nms_iou_threshold`` (levels are suppressed independently, as
+    Detectron2's ``batched_nms`` by level does). The ``post_nms_topk`` best of all levels
+    are kept. Defaults: pre 2000 / post 1000 in training, 1000 / 1000 at test (Detectron2's
+    FPN defaults, per image). Proposals carry no gradient.
+
+    Args:
+        pre_nms_topk_train, post_nms_topk_train, pre_nms_topk_test, post_nms_topk_test: see
+            above.
+        nms_iou_threshold: 0.7 in the papers.
+        min_size: minimum box side in input pixels (0 removes only empty boxes).
+        box_weights: delta weights ``(wy, wx, wh, ww)``; ``(1, 1, 1, 1)`` for the RPN.
+
+    Call:
+        objectness: ``{"P2": [B, N2], ...}`` logits; deltas: ``{"P2": [B, N2, 4], ...}``;
+        anchors: ``{"P2": [N2, 4], ...}`` ``[y1, x1, y2, x2]`` input pixels;
+        image_size: ``[B, 2]`` float32 (height, width) of each image before padding.
+
+    Returns:
+        ``(boxes [B, P, 4], scores [B, P], valid [B, P])``: float32 ``[y1, x1, y2, x2]``
+        input-pixel proposals, sorted by score; objectness probabilities; False for the
+        padding slots (boxes 0, score 0) when fewer than ``P = post_nms_topk`` survive.
+    """
+
+    def __init__(
+        self,
+        pre_nms_topk_train: int = 2000,
+        post_nms_topk_train: int = 1000,
+        pre_nms_topk_test: int = 1000,
+        post_nms_topk_test: int = 1000,
+        nms_iou_threshold: float = 0.7,
+        min_size: float = 0.0,
+        box_weights: Sequence[float] = box_ops.RPN_WEIGHTS,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        counts = (pre_nms_topk_train, post_nms_topk_train, pre_nms_topk_test, post_nms_topk_test)
+        if min(counts) < 1:
+            raise ValueError(f"ProposalGenerator top-k values must be >= 1, got {counts}")
+        if not 0.0 < nms_iou_threshold <= 1.0:
+            raise ValueError(
+                f"ProposalGenerator nms_iou_threshold must be in (0, 1], got {nms_iou_threshold}"
+            )
+        self.pre_nms_topk_train = int(pre_nms_topk_train)
+        self.post_nms_topk_train = int(post_nms_topk_train)
+        self.pre_nms_topk_test = int(pre_nms_topk_test)
+        self.post_nms_topk_test = int(post_nms_topk_test)
+        self.nms_iou_threshold = float(nms_iou_threshold)
+        self.min_size = float(min_size)
+        self.box_weights = tuple(float(w) for w in box_weights)
+
+    def _level(self, logits, deltas, anchors, image_size, pre_k, post_k):
+        k = min(pre_k, logits.shape[1])
+        scores, index = tf.math.top_k(logits, k=k)
+        boxes = box_ops.decode_boxes(
+            tf.gather(deltas, index, batch_dims=1), tf.gather(anchors, index), self.box_weights
+        )
+        boxes = box_ops.clip_boxes(boxes, image_size)
+        heights = boxes[..., 2] - boxes[..., 0]
+        widths = boxes[..., 3] - boxes[..., 1]
+        big_enough = tf.logical_and(heights > self.min_size, widths > self.min_size)
+        scores = tf.where(big_enough, scores, _REMOVED)
+        # Re-sort after removing small boxes; NMS then keeps the best of the rest.
+        scores, order = tf.math.top_k(scores, k=k)
+        boxes = tf.gather(boxes, order, batch_dims=1)
+        keep, num_kept = tf.image.non_max_suppression_padded(
+            boxes,
+            scores,
+            max_output_size=min(post_k, k),
+            iou_threshold=self.nms_iou_threshold,
+            score_threshold=_REMOVED / 2,
+            pad_to_max_output_size=True,
+            sorted_input=True,
+        )
+        kept = tf.gather(scores, keep, batch_dims=1)
+        slots = tf.range(tf.shape(keep)[1])[None, :]
+        kept = tf.where(slots < num_kept[:, None], kept, _REMOVED)  # padding slots repeat index 0
+        return tf.gather(boxes, keep, batch_dims=1), kept
+
+    def call(self, objectness, deltas, anchors, image_size, training=None):
+        pre_k = self.pre_nms_topk_train if training else self.pre_nms_topk_test
+        post_k = self.post_nms_topk_train if training else self.post_nms_topk_test
+        all_boxes, all_scores = [], []
+        for key in sorted(objectness, key=lambda k: int(k[1:])):
+            boxes, scores = self._level(
+                tf.stop_gradient(tf.cast(objectness[key], tf.float32)),
+                tf.stop_gradient(tf.cast(deltas[key], tf.float32)),
+                anchors[key],
+                image_size,
+                pre_k,
+                post_k,
+            )
+            all_boxes.append(boxes)
+            all_scores.append(scores)
+        boxes = tf.concat(all_boxes, axis=1)
+        scores = tf.concat(all_scores, axis=1)
+        k = min(post_k, scores.shape[1])
+        scores, index = tf.math.top_k(scores, k=k)
+        boxes = tf.gather(boxes, index, batch_dims=1)
+        valid = scores > _REMOVED / 2
+        boxes = tf.where(valid[..., None], boxes, 0.0)
+        probs = tf.where(valid, tf.sigmoid(scores), 0.0)
+        if k < post_k:  # fewer anchors than slots: pad so that the shape is always post_k
+            pad = [[0, 0], [0, post_k - k]]
+            boxes = tf.pad(boxes, [*pad, [0, 0]])
+            probs, valid = tf.pad(probs, pad), tf.pad(valid, pad)
+        return boxes, probs, valid
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            pre_nms_topk_train=self.pre_nms_topk_train,
+            post_nms_topk_train=self.post_nms_topk_train,
+            pre_nms_topk_test=self.pre_nms_topk_test,
+            post_nms_topk_test=self.post_nms_topk_test,
+            nms_iou_threshold=self.nms_iou_threshold,
+            min_size=self.min_size,
+            box_weights=list(self.box_weights),
+        )
+        return config
