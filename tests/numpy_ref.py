@@ -103,3 +103,57 @@ def roi_pool(features, boxes, output_size, spatial_scale):
                     if he > hs and we > ws:
                         out[b, n, py, px] = features[b, hs:he, ws:we].reshape(-1, c).max(axis=0)
     return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of ``[N, 4]`` and ``[M, 4]`` ``[y1, x1, y2, x2]`` boxes; 0 for empty unions."""
+    out = np.zeros((len(a), len(b)))
+    for i, p in enumerate(np.asarray(a, np.float64)):
+        for j, q in enumerate(np.asarray(b, np.float64)):
+            h = max(min(p[2], q[2]) - max(p[0], q[0]), 0)
+            w = max(min(p[3], q[3]) - max(p[1], q[1]), 0)
+            inter = h * w
+            union = (
+                max(p[2] - p[0], 0) * max(p[3] - p[1], 0) + max(q[2] - q[0], 0) * max(q[3] - q[1], 0) - inter
+            )
+            out[i, j] = inter / union if union > 0 else 0.0
+    return out
+
+
+def encode(box, ref, weights):
+    """Fast R-CNN deltas [dy, dx, dh, dw] of ``box`` relative to ``ref`` (float64)."""
+    box, ref = np.asarray(box, np.float64), np.asarray(ref, np.float64)
+    bh, bw = box[2] - box[0], box[3] - box[1]
+    rh, rw = ref[2] - ref[0], ref[3] - ref[1]
+    wy, wx, wh, ww = weights
+    return np.array(
+        [
+            wy * ((box[0] + bh / 2) - (ref[0] + rh / 2)) / rh,
+            wx * ((box[1] + bw / 2) - (ref[1] + rw / 2)) / rw,
+            wh * np.log(bh / rh),
+            ww * np.log(bw / rw),
+        ]
+    )
+
+
+def decode(delta, ref, weights, clamp=np.log(1000.0 / 16)):
+    """Inverse of :func:`encode`, with the log-size clamp (float64)."""
+    ref = np.asarray(ref, np.float64)
+    wy, wx, wh, ww = weights
+    rh, rw = ref[2] - ref[0], ref[3] - ref[1]
+    cy = delta[0] / wy * rh + ref[0] + rh / 2
+    cx = delta[1] / wx * rw + ref[1] + rw / 2
+    h = np.exp(min(delta[2] / wh, clamp)) * rh
+    w = np.exp(min(delta[3] / ww, clamp)) * rw
+    return np.array([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2])
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
+    """Greedy NMS: indices kept, by decreasing score; a box is dropped if IoU > threshold."""
+    order = list(np.argsort(-scores, kind="stable"))
+    keep: list[int] = []
+    while order:
+        i = order.pop(0)
+        keep.append(i)
+        order = [j for j in order if iou(boxes[i : i + 1], boxes[j : j + 1])[0, 0] <= threshold]
+    return keep

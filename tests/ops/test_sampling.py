@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy_ref
 import pytest
 import tensorflow as tf
 
 from mrcnn_tf.ops import sampling
 
 
-def np_iou(a, b):
-    out = np.zeros((len(a), len(b)))
-    for i, p in enumerate(a):
-        for j, q in enumerate(b):
-            h = max(min(p[2], q[2]) - max(p[0], q[0]), 0)
-            w = max(min(p[3], q[3]) - max(p[1], q[1]), 0)
-            inter = h * w
-            union = (p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - inter
-            out[i, j] = inter / union if union > 0 else 0.0
-    return out
-
-
 def np_labels(boxes, gt, valid, hi, lo, low_quality):
     """Detectron2 Matcher semantics, written out with loops."""
-    iou = np_iou(boxes, gt)
+    iou = numpy_ref.iou(boxes, gt)
     iou[:, ~valid] = -1
     max_iou = iou.max(axis=1) if gt.shape[0] else -np.ones(len(boxes))
     labels = np.where(max_iou >= hi, 1, np.where(max_iou < lo, 0, -1))
