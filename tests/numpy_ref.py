@@ -136,7 +136,10 @@ def encode(box, ref, weights):
     )
 
 
-def decode(delta, ref, weights, clamp=np.log(1000.0 / 16)):
+SCALE_CLAMP = float(np.log(1000.0 / 16))
+
+
+def decode(delta, ref, weights, clamp=SCALE_CLAMP):
     """Inverse of :func:`encode`, with the log-size clamp (float64)."""
     ref = np.asarray(ref, np.float64)
     wy, wx, wh, ww = weights
