@@ -78,6 +78,7 @@ ALL: dict[str, Registry] = {
 #: Modules whose import registers the built-in components.
 BUILTIN_MODULES = (
     "mrcnn_tf.modeling.backbones.resnet",
+    "mrcnn_tf.modeling.backbones.keras_application",
     "mrcnn_tf.modeling.necks.fpn",
     "mrcnn_tf.modeling.necks.identity",
     "mrcnn_tf.modeling.anchors.anchor_generator",

@@ -150,3 +150,17 @@ def test_image_without_objects_trains_with_finite_losses():
     _, terms, _ = losses_and_grads(model, x)
     assert all(np.isfinite(float(v)) for v in terms.values())
     assert float(terms["rpn_box"]) == 0.0 and float(terms["box_reg"]) == 0.0 and float(terms["mask"]) == 0.0
+
+
+def zoo_configs():
+    from mrcnn_tf.config import list_configs
+
+    return [p.name for p in list_configs()]
+
+
+@pytest.mark.parametrize("config", zoo_configs())
+def test_every_zoo_config_builds_and_runs_a_forward_pass(config):
+    model = build(config)
+    out = model({"images": batch()["images"][:1]})
+    assert out["boxes"].shape == (1, 10, 4)
+    assert out["masks"].shape[:2] == (1, 10) and np.all(np.isfinite(out["masks"].numpy()))
