@@ -86,7 +86,8 @@ def test_every_bundled_config_resolves():
     assert configs, "no configs found"
     for path in configs:
         cfg = load_config(path)
-        assert cfg["model"]["backbone"]["type"] == "ResNet", path
+        assert cfg["model"]["type"] == "MaskRCNN", path
+        assert cfg["model"]["backbone"]["type"] in ("ResNet", "KerasApplicationBackbone"), path
 
 
 def test_misspelled_component_exits_2_naming_file_key_and_suggestion(write, capsys):
