@@ -177,8 +177,18 @@ class MaskRCNN(keras.Model):
 
     # ------------------------------------------------------------------------ forward
     def build(self, input_shape=None):
-        """Sub-layers build on the first call (their shapes depend on the image size)."""
-        self.built = True
+        """Create every weight by running inference once on a blank 128×128 image.
+
+        Weight shapes do not depend on the image size, so this builds the model for any input;
+        it is what lets a saved ``.keras`` model reload its weights.
+        """
+        if self.built:
+            return
+        self.built = True  # set first: the call below must not build again
+        _, image_size, pyramid, _, _, _, proposals = self._features(
+            {"images": tf.zeros([1, 128, 128, 3])}, False
+        )
+        self._detect(pyramid, proposals, image_size)
 
     def _features(self, inputs, training):
         if not isinstance(inputs, Mapping):
