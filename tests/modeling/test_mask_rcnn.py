@@ -178,4 +178,4 @@ def test_fresh_model_fits_and_reloads_from_a_keras_file_with_identical_detection
     after = reloaded({"images": x["images"]})
     for key in before:
         np.testing.assert_array_equal(np.asarray(after[key]), np.asarray(before[key]), err_msg=key)
-    assert reloaded.get_config()["roi_sampler"] == model.get_config()["roi_sampler"]
+    assert reloaded.roi_sampler.get_config() == model.roi_sampler.get_config()
