@@ -179,3 +179,17 @@ def test_fresh_model_fits_and_reloads_from_a_keras_file_with_identical_detection
     for key in before:
         np.testing.assert_array_equal(np.asarray(after[key]), np.asarray(before[key]), err_msg=key)
     assert reloaded.roi_sampler.get_config() == model.roi_sampler.get_config()
+
+
+def test_inference_compiles_with_xla_with_gather_aligners_and_padded_nms():
+    model = build(
+        "mask_rcnn_r18_fpn_synthetic.yaml",
+        "model.box_roi_aligner.backend=gather",
+        "model.mask_roi_aligner.backend=gather",
+        "model.nms_backend=padded",
+    )
+    images = batch()["images"]
+    eager = model({"images": images})
+    compiled = tf.function(lambda x: model({"images": x}), jit_compile=True)(images)
+    np.testing.assert_array_equal(compiled["num_detections"].numpy(), eager["num_detections"].numpy())
+    np.testing.assert_allclose(compiled["scores"].numpy(), eager["scores"].numpy(), atol=1e-4)

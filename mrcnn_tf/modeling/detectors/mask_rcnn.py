@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from mrcnn_tf.modeling.detectors import targets as target_ops
 from mrcnn_tf.ops import boxes as box_ops
+from mrcnn_tf.ops.nms import BACKENDS as NMS_BACKENDS
+from mrcnn_tf.ops.nms import per_class_nms
 from mrcnn_tf.registries import (
     ANCHOR_GENERATORS,
     ANCHOR_LABELERS,
@@ -79,6 +81,8 @@ class MaskRCNN(keras.Model):
             ``box_reg``, ``mask``); 1.0 where absent.
         pixel_mean, pixel_std: per-channel normalisation of the input images.
         score_threshold, nms_iou_threshold, max_detections: inference (0.05, 0.5, 100).
+        nms_backend: ``combined`` (TF's fused per-class NMS; GPU/CPU) or ``padded`` (static
+            shapes: inference then compiles with XLA too, with ``gather`` RoI aligners).
 
     Call:
         inputs: a dict with ``images`` ``[B, H, W, 3]`` (RGB in [0, 255], any float or uint8
@@ -122,6 +126,7 @@ class MaskRCNN(keras.Model):
         score_threshold: float = 0.05,
         nms_iou_threshold: float = 0.5,
         max_detections: int = 100,
+        nms_backend: str = "combined",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -173,6 +178,9 @@ class MaskRCNN(keras.Model):
         self.score_threshold = float(score_threshold)
         self.nms_iou_threshold = float(nms_iou_threshold)
         self.max_detections = int(max_detections)
+        if nms_backend not in NMS_BACKENDS:
+            raise ValueError(f"MaskRCNN nms_backend must be one of {NMS_BACKENDS}, got '{nms_backend}'")
+        self.nms_backend = nms_backend
         self.loss_trackers = [keras.metrics.Mean(name=f"{name}_loss") for name in LOSS_NAMES]
 
     # ------------------------------------------------------------------------ forward
@@ -250,25 +258,22 @@ class MaskRCNN(keras.Model):
         decoded = box_ops.decode_boxes(head["deltas"], rois[:, :, None, :], self.roi_sampler.box_weights)
         decoded = box_ops.clip_boxes(decoded, image_size)
         scores = probs[..., 1:] * tf.cast(valid, tf.float32)[..., None]
-        nms = tf.image.combined_non_max_suppression(
+        det_boxes, det_scores, det_classes, count = per_class_nms(
             decoded,
             scores,
-            max_output_size_per_class=self.max_detections,
-            max_total_size=self.max_detections,
-            iou_threshold=self.nms_iou_threshold,
-            score_threshold=self.score_threshold,
-            pad_per_class=False,
-            clip_boxes=False,
+            self.max_detections,
+            self.nms_iou_threshold,
+            self.score_threshold,
+            backend=self.nms_backend,
         )
-        count = nms.valid_detections
         present = tf.range(self.max_detections)[None, :] < count[:, None]
-        classes = tf.where(present, tf.cast(nms.nmsed_classes, tf.int32) + 1, 0)
-        det_boxes = tf.where(present[..., None], nms.nmsed_boxes, 0.0)
+        classes = tf.where(present, det_classes + 1, 0)
+        det_boxes = tf.where(present[..., None], det_boxes, 0.0)
         mask_logits = self.mask_head(self._mask_features(pyramid, det_boxes), training=False)
         masks = tf.sigmoid(target_ops.select_class(mask_logits, classes))
         return {
             "boxes": det_boxes,
-            "scores": tf.where(present, nms.nmsed_scores, 0.0),
+            "scores": tf.where(present, det_scores, 0.0),
             "classes": classes,
             "num_detections": count,
             "masks": tf.where(present[..., None, None], masks, 0.0),
@@ -311,6 +316,7 @@ class MaskRCNN(keras.Model):
             score_threshold=self.score_threshold,
             nms_iou_threshold=self.nms_iou_threshold,
             max_detections=self.max_detections,
+            nms_backend=self.nms_backend,
         )
         return config
 
