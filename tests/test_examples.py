@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mrcnn_tf.config import load_config
 from mrcnn_tf.registries import BACKBONES, NECKS
@@ -25,3 +26,31 @@ def test_plugin_example_config_selects_the_plugin_backbone_and_runs(monkeypatch)
     features = NECKS.build(cfg["model"]["neck"])(backbone(np.zeros((1, 64, 64, 3), "float32")))
     assert {k: tuple(v.shape) for k, v in features.items()}["P2"] == (1, 16, 16, 128)
     assert "my_mrcnn_plugin.backbones" in sys.modules
+
+
+def test_plugin_backbone_drives_the_whole_mask_rcnn(monkeypatch):
+    import mrcnn_tf
+
+    monkeypatch.syspath_prepend(str(EXAMPLES / "plugin_package"))
+    cfg = load_config(
+        EXAMPLES / "plugin_package" / "plugin_config.yaml",
+        ["model.proposal_generator.post_nms_topk_test=20", "model.max_detections=5"],
+    )
+    model = mrcnn_tf.build_model(cfg)
+    out = model({"images": np.zeros((1, 64, 64, 3), "float32")})
+    assert type(model.backbone).__name__ == "SimpleConvNet"
+    assert out["masks"].shape == (1, 5, 28, 28)
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs(tmp_path):
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "benchmark.py"), "--size", "64", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "train step:" in result.stdout and "RoIAlign" in result.stdout
