@@ -246,6 +246,33 @@ def assign_levels(
     return tf.cast(tf.clip_by_value(level, min_level, max_level), tf.int32)
 
 
+def route_boxes(
+    num_levels: int,
+    boxes: tf.Tensor,
+    min_level: int = 2,
+    canonical_size: float = 224.0,
+    canonical_level: int = 4,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Send every box of a batch to its pyramid level (shared by RoIAlign and RoIPool).
+
+    Args:
+        num_levels: maps in the pyramid, levels ``min_level .. min_level + num_levels - 1``.
+        boxes: ``[B, N, 4]`` ``[y1, x1, y2, x2]`` in input-image pixels.
+
+    Returns:
+        ``(flat_boxes [K, 4], index [K], scales [K], box_indices [K])`` with K = B * N: the
+        boxes flattened, the position of each box's level in the pyramid list, that level's
+        ``1 / stride``, and the image each box belongs to.
+    """
+    max_level = min_level + num_levels - 1
+    batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]
+    flat_boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
+    levels = assign_levels(flat_boxes, min_level, max_level, canonical_size, canonical_level)
+    index = levels - min_level
+    scales = tf.gather(tf.constant([2.0**-lv for lv in range(min_level, max_level + 1)]), index)
+    return flat_boxes, index, scales, tf.repeat(tf.range(batch), num)
+
+
 def multilevel_roi_align(
     features: list[tf.Tensor] | tuple[tf.Tensor, ...],
     boxes: tf.Tensor,
@@ -273,16 +300,11 @@ def multilevel_roi_align(
     """
     check_roi_align_args(output_size, sampling_ratio, backend, pooling)
     output_size, sampling_ratio = int(output_size), int(sampling_ratio)
-    max_level = min_level + len(features) - 1
     batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]
-    flat_boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
-    levels = tf.reshape(
-        assign_levels(flat_boxes, min_level, max_level, canonical_size, canonical_level), [-1]
+    flat_boxes, index, scales, box_indices = route_boxes(
+        len(features), boxes, min_level, canonical_size, canonical_level
     )
-    index = levels - min_level  # [K] position in ``features``
-    scales = tf.gather(tf.constant([2.0**-lv for lv in range(min_level, max_level + 1)]), index)
     ys, xs = _sample_grid(flat_boxes, output_size, scales, sampling_ratio, aligned)
-    box_indices = tf.repeat(tf.range(batch), num)
     channels = tf.shape(features[0])[-1]
     if backend == "gather":
         samples = gather_samples(*pyramid_table(features, index, box_indices), ys, xs)

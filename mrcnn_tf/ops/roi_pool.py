@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mrcnn_tf.ops.roi_align import assign_levels, pyramid_table
+from mrcnn_tf.ops.roi_align import pyramid_table, route_boxes
 
 
 def _round_half_away(x: tf.Tensor) -> tf.Tensor:
@@ -78,13 +78,10 @@ def multilevel_roi_pool(
         raise ValueError(
             f"roi_pool needs output_size, samples_per_bin >= 1, got {output_size}, {samples_per_bin}"
         )
-    max_level = min_level + len(features) - 1
     batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]
-    flat_boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
-    levels = assign_levels(flat_boxes, min_level, max_level, canonical_size, canonical_level)
-    index = levels - min_level
-    scales = tf.gather(tf.constant([2.0**-lv for lv in range(min_level, max_level + 1)]), index)
-    box_indices = tf.repeat(tf.range(batch), num)
+    flat_boxes, index, scales, box_indices = route_boxes(
+        len(features), boxes, min_level, canonical_size, canonical_level
+    )
     flat, offsets, heights, widths = pyramid_table(features, index, box_indices)
     pooled = _pool(flat, offsets, heights, widths, flat_boxes, scales, int(output_size), int(samples_per_bin))
     return tf.reshape(pooled, [batch, num, output_size, output_size, tf.shape(flat)[-1]])
