@@ -8,6 +8,19 @@ from mrcnn_tf.ops import roi_align as ops
 from mrcnn_tf.registries import ROI_ALIGNERS
 
 
+def pyramid_maps(features: dict, min_level: int, max_level: int, owner: str) -> list:
+    """The maps ``P{min_level}..P{max_level}`` of ``features``, in level order.
+
+    Raises:
+        ValueError: naming ``owner`` and the missing levels.
+    """
+    keys = [f"P{k}" for k in range(min_level, max_level + 1)]
+    missing = [k for k in keys if k not in features]
+    if missing:
+        raise ValueError(f"{owner} needs pyramid levels {missing}; got {sorted(features)}")
+    return [features[k] for k in keys]
+
+
 class _RoIAlignBase(keras.layers.Layer):
     def __init__(
         self,
@@ -87,12 +100,8 @@ class MultiLevelRoIAlign(_RoIAlignBase):
         self.canonical_level = int(canonical_level)
 
     def call(self, features, boxes):
-        keys = [f"P{k}" for k in range(self.min_level, self.max_level + 1)]
-        missing = [k for k in keys if k not in features]
-        if missing:
-            raise ValueError(f"MultiLevelRoIAlign needs pyramid levels {missing}; got {sorted(features)}")
         return ops.multilevel_roi_align(
-            [features[k] for k in keys],
+            pyramid_maps(features, self.min_level, self.max_level, "MultiLevelRoIAlign"),
             boxes,
             self.output_size,
             min_level=self.min_level,

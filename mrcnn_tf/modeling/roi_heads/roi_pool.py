@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from mrcnn_tf.modeling.roi_heads.roi_aligner import pyramid_maps
 from mrcnn_tf.ops.roi_pool import multilevel_roi_pool
 from mrcnn_tf.registries import ROI_ALIGNERS
 
@@ -52,12 +53,8 @@ class MultiLevelRoIPool(keras.layers.Layer):
         self.canonical_level = int(canonical_level)
 
     def call(self, features, boxes):
-        keys = [f"P{k}" for k in range(self.min_level, self.max_level + 1)]
-        missing = [k for k in keys if k not in features]
-        if missing:
-            raise ValueError(f"MultiLevelRoIPool needs pyramid levels {missing}; got {sorted(features)}")
         return multilevel_roi_pool(
-            [features[k] for k in keys],
+            pyramid_maps(features, self.min_level, self.max_level, "MultiLevelRoIPool"),
             boxes,
             self.output_size,
             min_level=self.min_level,
