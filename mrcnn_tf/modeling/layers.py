@@ -120,3 +120,57 @@ class PaddedConv2D(keras.layers.Conv2D):
         return super().compute_output_shape(
             (b, None if h is None else h + 2 * py, None if w is None else w + 2 * px, c)
         )
+
+
+@keras.saving.register_keras_serializable(package="mrcnn_tf")
+class ConvTower(keras.layers.Layer):
+    """``num_convs`` × (3×3 conv, norm, ReLU), as in the RoI box and mask heads.
+
+    Convs use Detectron2's ``c2_msra_fill`` and have a bias only without a norm.
+
+    Args:
+        num_convs: number of convs (0 is the identity).
+        filters: channels of every conv.
+        norm: see :func:`make_norm` (``none`` by default).
+
+    Input ``[B, H, W, C]`` float; output ``[B, H, W, filters]`` (the input when num_convs is 0).
+    """
+
+    def __init__(self, num_convs: int, filters: int, norm: str = "none", **kwargs):
+        super().__init__(**kwargs)
+        self.num_convs = int(num_convs)
+        self.filters = int(filters)
+        self.norm = norm
+        self.convs = [
+            keras.layers.Conv2D(
+                filters,
+                3,
+                padding="same",
+                use_bias=norm == "none",
+                kernel_initializer=he_normal_fan_out(),
+                name=f"conv{i + 1}",
+            )
+            for i in range(num_convs)
+        ]
+        self.norms = [make_norm(norm, f"conv{i + 1}_norm") for i in range(num_convs)]
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            conv.build(shape)
+            shape = (*shape[:-1], self.filters)
+            norm.build(shape)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = keras.ops.relu(norm(conv(x), training=training))
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) if not self.convs else (*tuple(input_shape)[:-1], self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_convs=self.num_convs, filters=self.filters, norm=self.norm)
+        return config

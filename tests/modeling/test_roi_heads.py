@@ -95,7 +95,7 @@ def test_fcn_mask_head_matches_conv_and_deconv_reference():
     out = head(x).numpy()
     assert out.shape == (1, 2, 10, 10, 3)
     h = x[0]
-    for conv in head.convs:
+    for conv in head.tower.convs:
         h = numpy_ref.relu(numpy_ref.conv2d(h, conv.kernel.numpy(), conv.bias.numpy(), pad=1))
     h = numpy_ref.relu(deconv_reference(h, head.upsampler.kernel.numpy(), head.upsampler.bias.numpy()))
     logits = numpy_ref.conv2d(h, head.predictor.kernel.numpy(), head.predictor.bias.numpy())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from mrcnn_tf.modeling.layers import he_normal_fan_out, make_norm
+from mrcnn_tf.modeling.layers import ConvTower, he_normal_fan_out
 from mrcnn_tf.registries import MASK_HEADS
 
 UPSAMPLING = ("deconv", "bilinear")
@@ -57,18 +57,7 @@ class FCNMaskHead(keras.layers.Layer):
         self.norm = norm
         self.class_agnostic = bool(class_agnostic)
         init = he_normal_fan_out()
-        self.convs = [
-            keras.layers.Conv2D(
-                conv_dim,
-                3,
-                padding="same",
-                use_bias=norm == "none",
-                kernel_initializer=init,
-                name=f"conv{i + 1}",
-            )
-            for i in range(num_convs)
-        ]
-        self.norms = [make_norm(norm, f"conv{i + 1}_norm") for i in range(num_convs)]
+        self.tower = ConvTower(num_convs, conv_dim, norm, name="tower")
         if upsample == "deconv":
             self.upsampler = keras.layers.Conv2DTranspose(
                 conv_dim, 2, strides=2, activation="relu", kernel_initializer=init, name="deconv"
@@ -88,11 +77,8 @@ class FCNMaskHead(keras.layers.Layer):
 
     def build(self, input_shape):
         _, _, s, _, c = input_shape
-        shape = (None, s, s, c)
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            conv.build(shape)
-            shape = (*shape[:-1], self.conv_dim)
-            norm.build(shape)
+        self.tower.build((None, s, s, c))
+        shape = self.tower.compute_output_shape((None, s, s, c))
         up = (None, 2 * s, 2 * s, shape[-1])
         self.upsampler.build(shape if self.resize is None else up)
         self.predictor.build((*up[:-1], self.conv_dim))
@@ -100,9 +86,7 @@ class FCNMaskHead(keras.layers.Layer):
     def call(self, roi_features, training=None):
         ops = keras.ops
         shape = ops.shape(roi_features)
-        x = ops.reshape(roi_features, (-1, shape[2], shape[3], shape[4]))
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = ops.relu(norm(conv(x), training=training))
+        x = self.tower(ops.reshape(roi_features, (-1, shape[2], shape[3], shape[4])), training=training)
         if self.resize is not None:
             x = self.resize(x)
         x = self.predictor(self.upsampler(x))

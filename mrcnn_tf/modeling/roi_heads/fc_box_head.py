@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from mrcnn_tf.modeling.layers import he_normal_fan_out, make_norm, xavier_fill
+from mrcnn_tf.modeling.layers import ConvTower, xavier_fill
 from mrcnn_tf.modeling.roi_heads.box_predictor import BoxPredictor
 from mrcnn_tf.registries import BOX_HEADS
 
@@ -54,18 +54,7 @@ class FCBoxHead(keras.layers.Layer):
         self.fc_dim = int(fc_dim)
         self.norm = norm
         self.class_agnostic = bool(class_agnostic)
-        self.convs = [
-            keras.layers.Conv2D(
-                conv_dim,
-                3,
-                padding="same",
-                use_bias=norm == "none",
-                kernel_initializer=he_normal_fan_out(),
-                name=f"conv{i + 1}",
-            )
-            for i in range(num_convs)
-        ]
-        self.norms = [make_norm(norm, f"conv{i + 1}_norm") for i in range(num_convs)]
+        self.tower = ConvTower(num_convs, conv_dim, norm, name="tower")
         self.fcs = [
             keras.layers.Dense(fc_dim, activation="relu", kernel_initializer=xavier_fill(), name=f"fc{i + 1}")
             for i in range(num_fcs)
@@ -74,11 +63,8 @@ class FCBoxHead(keras.layers.Layer):
 
     def build(self, input_shape):
         _, n, s, _, c = input_shape
-        shape = (None, s, s, c)
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            conv.build(shape)
-            shape = (*shape[:-1], self.conv_dim)
-            norm.build(shape)
+        self.tower.build((None, s, s, c))
+        shape = self.tower.compute_output_shape((None, s, s, c))
         dim = shape[1] * shape[2] * shape[3]
         for fc in self.fcs:
             fc.build((None, dim))
@@ -89,9 +75,7 @@ class FCBoxHead(keras.layers.Layer):
         """Per-RoI feature vectors ``[B, N, D]`` from ``[B, N, S, S, C]`` RoI features."""
         ops = keras.ops
         shape = ops.shape(roi_features)
-        x = ops.reshape(roi_features, (-1, shape[2], shape[3], shape[4]))
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = ops.relu(norm(conv(x), training=training))
+        x = self.tower(ops.reshape(roi_features, (-1, shape[2], shape[3], shape[4])), training=training)
         x = ops.reshape(x, (shape[0], shape[1], -1))
         for fc in self.fcs:
             x = fc(x)
