@@ -112,7 +112,7 @@ def losses(loss_fns: Mapping[str, object], out: Mapping[str, tf.Tensor]) -> dict
     f32 = tf.float32
     rpn_valid = tf.cast(out["rpn_valid"], f32)
     rpn_pos = tf.cast(out["rpn_positive"], f32)
-    rpn_norm = tf.cast(tf.size(rpn_valid), f32)
+    rpn_norm = tf.maximum(tf.cast(tf.size(rpn_valid), f32), 1.0)
     box_valid = tf.cast(out["box_valid"], f32)
     box_pos = tf.cast(out["box_positive"], f32)
     box_norm = tf.maximum(tf.reduce_sum(box_valid), 1.0)
@@ -120,9 +120,9 @@ def losses(loss_fns: Mapping[str, object], out: Mapping[str, tf.Tensor]) -> dict
     mask_norm = tf.maximum(tf.reduce_sum(mask_pos), 1.0)
     return {
         "rpn_objectness": loss_fns["rpn_objectness"](rpn_pos, out["rpn_logits"], sample_weight=rpn_valid)
-        / tf.maximum(rpn_norm, 1.0),
+        / rpn_norm,
         "rpn_box": loss_fns["rpn_box"](out["rpn_box_targets"], out["rpn_deltas"], sample_weight=rpn_pos)
-        / tf.maximum(rpn_norm, 1.0),
+        / rpn_norm,
         "box_cls": loss_fns["box_cls"](out["box_classes"], out["box_logits"], sample_weight=box_valid)
         / box_norm,
         "box_reg": loss_fns["box_reg"](out["box_targets"], out["box_deltas"], sample_weight=box_pos)
