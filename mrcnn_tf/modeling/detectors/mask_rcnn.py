@@ -27,20 +27,20 @@ from mrcnn_tf.registries import (
     RPN_HEADS,
 )
 
-#: Component arguments: (registry, attribute) in build order.
-COMPONENTS = {
-    "backbone": BACKBONES,
-    "neck": NECKS,
-    "anchor_generator": ANCHOR_GENERATORS,
-    "rpn_head": RPN_HEADS,
-    "proposal_generator": PROPOSAL_GENERATORS,
-    "anchor_labeler": ANCHOR_LABELERS,
-    "box_roi_aligner": ROI_ALIGNERS,
-    "roi_sampler": ROI_SAMPLERS,
-    "box_head": BOX_HEADS,
-    "mask_roi_aligner": ROI_ALIGNERS,
-    "mask_head": MASK_HEADS,
-}
+#: Constructor arguments that hold a component layer (serialized as nested Keras objects).
+COMPONENTS = (
+    "backbone",
+    "neck",
+    "anchor_generator",
+    "rpn_head",
+    "proposal_generator",
+    "anchor_labeler",
+    "box_roi_aligner",
+    "roi_sampler",
+    "box_head",
+    "mask_roi_aligner",
+    "mask_head",
+)
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "box_cls", "box_reg", "mask")
 #: torchvision's ImageNet statistics for RGB images in [0, 255].
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
