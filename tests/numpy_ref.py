@@ -160,3 +160,17 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
         keep.append(i)
         order = [j for j in order if iou(boxes[i : i + 1], boxes[j : j + 1])[0, 0] <= threshold]
     return keep
+
+
+def reference_crop(mask: np.ndarray, box, size: int) -> np.ndarray:
+    """Cell (i, j) of an S×S crop holds the pixel under the cell's centre (float64, loops)."""
+    y1, x1, y2, x2 = box
+    out = np.zeros((size, size), np.uint8)
+    for i in range(size):
+        for j in range(size):
+            cy = y1 + (i + 0.5) * (y2 - y1) / size
+            cx = x1 + (j + 0.5) * (x2 - x1) / size
+            r = min(max(int(np.floor(cy)), 0), mask.shape[0] - 1)
+            c = min(max(int(np.floor(cx)), 0), mask.shape[1] - 1)
+            out[i, j] = mask[r, c]
+    return out
