@@ -67,11 +67,8 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
 
 def test_reader_follows_the_frame_the_annotations_were_drawn_on(tmp_path):
     """Width/height of the turned image: turn it. Of the stored pixels: the tool ignored EXIF."""
-    stored = (
-        _jpeg_with_orientation(tmp_path / "images" / "e.jpg", 6)
-        if (tmp_path / "images").mkdir() is None
-        else None
-    )
+    (tmp_path / "images").mkdir()
+    stored = _jpeg_with_orientation(tmp_path / "images" / "e.jpg", 6)
     entries = [
         {"id": 0, "file_name": "e.jpg", "height": 20, "width": 12},  # as displayed
         {"id": 1, "file_name": "e.jpg", "height": 12, "width": 20},  # as stored
