@@ -193,3 +193,18 @@ def test_inference_compiles_with_xla_with_gather_aligners_and_padded_nms():
     compiled = tf.function(lambda x: model({"images": x}), jit_compile=True)(images)
     np.testing.assert_array_equal(compiled["num_detections"].numpy(), eager["num_detections"].numpy())
     np.testing.assert_allclose(compiled["scores"].numpy(), eager["scores"].numpy(), atol=1e-4)
+
+
+def test_padding_beyond_image_size_does_not_change_the_detections():
+    """What lies outside ``image_size`` is replaced by the mean colour before the backbone."""
+    model = build("mask_rcnn_r18_fpn_synthetic.yaml")
+    rng = np.random.default_rng(5)
+    images = rng.uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    noisy = images.copy()
+    noisy[:, 48:] = rng.uniform(0, 255, (1, 16, 64, 3))
+    noisy[:, :, 40:] = 255.0
+    size = np.array([[48.0, 40.0]], "float32")
+    a = model({"images": images, "image_size": size})
+    b = model({"images": noisy, "image_size": size})
+    np.testing.assert_allclose(np.asarray(a["scores"]), np.asarray(b["scores"]), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a["boxes"]), np.asarray(b["boxes"]), atol=1e-3)

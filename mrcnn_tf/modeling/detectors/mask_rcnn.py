@@ -57,6 +57,14 @@ def _build(registry, spec, **offers):
     return registry.build(spec)
 
 
+def _inside_mask(image_size: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
+    """float32 ``[B, H, W, 1]``: 1 on each image's valid ``image_size`` region, 0 on padding."""
+    rows = tf.cast(tf.range(shape[1]), tf.float32)[None, :, None]
+    cols = tf.cast(tf.range(shape[2]), tf.float32)[None, None, :]
+    inside = (rows < image_size[:, 0, None, None]) & (cols < image_size[:, 1, None, None])
+    return tf.cast(inside, tf.float32)[..., None]
+
+
 @DETECTORS.register(injected=("num_classes",))
 class MaskRCNN(keras.Model):
     """Backbone -> neck -> RPN -> RoIAlign -> box head, and a mask head on the final boxes.
@@ -87,7 +95,8 @@ class MaskRCNN(keras.Model):
     Call:
         inputs: a dict with ``images`` ``[B, H, W, 3]`` (RGB in [0, 255], any float or uint8
             dtype; H and W multiples of the largest stride), optionally ``image_size``
-            ``[B, 2]`` (height, width) of each image before padding, and for training the
+            ``[B, 2]`` (height, width) of each image before padding (the padding is set to 0
+            after normalisation, i.e. to the mean colour), and for training the
             padded ground truth: ``gt_boxes`` ``[B, G, 4]`` float32 ``[y1, x1, y2, x2]`` input
             pixels, ``gt_classes`` ``[B, G]`` int32 (1..K, 0 = padding) and ``gt_masks``
             ``[B, G, S, S]`` masks cropped to their boxes (see :mod:`mrcnn_tf.ops.masks`).
@@ -208,9 +217,11 @@ class MaskRCNN(keras.Model):
             raise ValueError(f"MaskRCNN images must be [B, H, W, 3], got {images.shape}")
         shape = tf.shape(images)
         image_size = inputs.get("image_size")
+        x = (images - tf.constant(self.pixel_mean)) / tf.constant(self.pixel_std)
         if image_size is None:
             image_size = tf.tile(tf.cast(shape[1:3], tf.float32)[None], [shape[0], 1])
-        x = (images - tf.constant(self.pixel_mean)) / tf.constant(self.pixel_std)
+        else:  # padding is 0 after normalisation (the mean colour), as in Detectron2
+            x = x * _inside_mask(tf.cast(image_size, tf.float32), shape)
         pyramid = self.neck(self.backbone(x, training=training))
         anchors = self.anchor_generator(pyramid)
         objectness, deltas = self.rpn_head({k: pyramid[k] for k in anchors})
