@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pycocotools.mask as mask_utils
 from PIL import Image
+
+#: The colour of each class in :func:`write_solid_shapes`.
+COLOURS = {1: (230, 30, 30), 2: (30, 230, 30), 3: (40, 40, 240)}
 
 
 def write_image(path: Path, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -62,3 +66,43 @@ def box_ann(ann_id: int, image_id: int, bbox, category_id: int = 1, **extra) -> 
         "iscrowd": 0,
         **extra,
     }
+
+
+def write_solid_shapes(root: Path):
+    """Three images of solid-coloured shapes on black: polygons, compressed RLE, an L shape."""
+    (root / "images").mkdir()
+    h, w = 60, 80
+    images, anns = [], []
+    for image_id in range(3):
+        pixels = np.zeros((h, w, 3), np.uint8)
+        segs = [
+            [[5.0 + 3 * image_id, 8.0, 35.0, 8.0, 35.0, 28.0, 5.0 + 3 * image_id, 28.0]],  # rectangle
+            [[50.0, 5.0, 75.0, 40.0, 45.0 + image_id, 35.0]],  # triangle
+        ]
+        lshape = np.zeros((h, w), np.uint8)
+        lshape[35:58, 10:20] = 1
+        lshape[48:58, 20:45] = 1
+        lshape_rle = mask_utils.encode(np.asfortranarray(lshape))
+        segs.append({"size": [h, w], "counts": lshape_rle["counts"].decode()})
+        for k, seg in enumerate(segs):
+            if isinstance(seg, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+            else:
+                rle = lshape_rle
+            mask = mask_utils.decode(rle).astype(bool)
+            pixels[mask] = COLOURS[k + 1]
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": k + 1,
+                    "segmentation": seg,
+                    "bbox": mask_utils.toBbox(rle).tolist(),
+                    "iscrowd": 0,
+                }
+            )
+        Image.fromarray(pixels).save(root / "images" / f"{image_id}.png")
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "height": h, "width": w})
+    cats = [{"id": k, "name": f"c{k}"} for k in COLOURS]
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return root / "ann.json", root / "images"

@@ -111,6 +111,14 @@ def _category_map(path: Path, categories: list) -> CategoryMap:
     return CategoryMap.from_categories(categories)
 
 
+def _is_ok(example, ok):
+    return ok
+
+
+def _drop_flag(example, ok):
+    return example
+
+
 @DATASETS.register()
 class CocoDataset(DetectionDataset):
     """A COCO instances file and its image folder, checked and ready for the input pipeline.
@@ -438,7 +446,7 @@ class CocoDataset(DetectionDataset):
             return example, values[-1]
 
         ds = indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.filter(lambda example, ok: ok).map(lambda example, ok: example)
+        ds = ds.filter(_is_ok).map(_drop_flag)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.OFF

@@ -99,7 +99,9 @@ class MaskRCNN(keras.Model):
             after normalisation, i.e. to the mean colour), and for training the
             padded ground truth: ``gt_boxes`` ``[B, G, 4]`` float32 ``[y1, x1, y2, x2]`` input
             pixels, ``gt_classes`` ``[B, G]`` int32 (1..K, 0 = padding) and ``gt_masks``
-            ``[B, G, S, S]`` masks cropped to their boxes (see :mod:`mrcnn_tf.ops.masks`).
+            ``[B, G, S, S]`` masks cropped to their boxes (see :mod:`mrcnn_tf.ops.masks`) — or,
+            if given, to ``gt_mask_boxes`` ``[B, G, 4]`` (boxes before a crop cut them, which
+            may reach outside the image; the input pipeline's scale jitter sends these).
         training: training returns the tensors the losses need (see ``compute_loss``);
             inference returns the detections.
 
@@ -259,7 +261,8 @@ class MaskRCNN(keras.Model):
         mask_logits = self.mask_head(
             self._mask_features(pyramid, samples["rois"][:, :m], shared), training=True
         )
-        out.update(target_ops.mask_outputs(mask_logits, samples, m, gt_boxes, inputs["gt_masks"]))
+        mask_boxes = tf.cast(inputs.get("gt_mask_boxes", gt_boxes), tf.float32)
+        out.update(target_ops.mask_outputs(mask_logits, samples, m, mask_boxes, inputs["gt_masks"]))
         return out
 
     def _detect(self, pyramid, proposals, image_size):

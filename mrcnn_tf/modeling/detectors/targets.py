@@ -75,19 +75,19 @@ def box_outputs(head: Mapping[str, tf.Tensor], samples: Mapping[str, tf.Tensor])
     }
 
 
-def mask_outputs(mask_logits, samples, m: int, gt_boxes, gt_masks) -> dict[str, tf.Tensor]:
+def mask_outputs(mask_logits, samples, m: int, mask_boxes, gt_masks) -> dict[str, tf.Tensor]:
     """Mask logits of the GT class for the first ``m`` sampled RoIs (the positives) and targets.
 
     Args:
-        mask_logits: ``[B, m, M, M, K']``; samples: the RoI sampler's dict; gt_boxes
-            ``[B, G, 4]``; gt_masks ``[B, G, S, S]`` box-cropped masks.
+        mask_logits: ``[B, m, M, M, K']``; samples: the RoI sampler's dict; mask_boxes
+            ``[B, G, 4]`` the boxes the masks are cropped to; gt_masks ``[B, G, S, S]``.
     """
     classes = samples["classes"][:, :m]
     matched = samples["matched"][:, :m]
     size = mask_logits.shape[2]
     targets = crop_mask_targets(
         tf.gather(tf.cast(gt_masks, tf.float32), matched, batch_dims=1),
-        tf.gather(gt_boxes, matched, batch_dims=1),
+        tf.gather(mask_boxes, matched, batch_dims=1),
         samples["rois"][:, :m],
         size,
     )

@@ -1,0 +1,212 @@
+"""The input pipeline: raw examples -> resized, augmented, padded batches for ``MaskRCNN``.
+
+Batches are dicts with exactly what :class:`~mrcnn_tf.modeling.detectors.mask_rcnn.MaskRCNN`
+reads, so ``model.fit(pipeline(dataset, training=True))`` works as it is:
+
+- ``images``: uint8 ``[B, Hp, Wp, 3]`` RGB; the model normalises inside (so serving takes raw
+  pixels too); ``Hp, Wp`` multiples of ``size_divisibility``, or ``pad_size``.
+- ``image_size``: float32 ``[B, 2]`` (height, width) of each image before padding.
+- ``gt_boxes``: float32 ``[B, N, 4]`` ``[y1, x1, y2, x2]`` in pixels of ``images``;
+  ``gt_classes``: int32 ``[B, N]`` ``1..K`` and ``0`` for padding (the validity mask);
+  ``gt_masks``: uint8 ``[B, N, S, S]`` cropped to ``gt_mask_boxes`` float32 ``[B, N, 4]``,
+  which equal ``gt_boxes`` unless a scale-jitter crop cut the box (then they reach outside the
+  image, and the mask stays exact); ``N = max_instances``.
+
+Evaluation batches (``training=False``) add ``image_id`` int64 ``[B]``, ``original_size``
+float32 ``[B, 2]`` and ``image_scale`` float32 ``[B, 2]`` (output pixels per original pixel,
+y and x), to map detections back to the original image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from mrcnn_tf.data import transforms as T
+from mrcnn_tf.data.base import DetectionDataset
+
+__all__ = ["InputPipeline"]
+
+
+class InputPipeline:
+    """Resize, augment, pad and batch the raw examples of a dataset.
+
+    Two resize policies, as in Detectron2 and Model Garden:
+
+    - *shortest edge* (default): the shorter side becomes ``min_size`` (one of
+      ``train_min_sizes`` at random while training, if given), the longer at most
+      ``max_size``; images are padded to multiples of ``size_divisibility``.
+    - *fixed size with scale jitter* (large-scale jitter, Ghiasi et al. 2021), when
+      ``output_size`` is set: the image is scaled to fit ``output_size`` times a random
+      factor from ``scale_range`` (training), randomly cropped to ``output_size`` and padded
+      to it; every batch then has the same shape (XLA, TPUs).
+
+    Args:
+        batch_size: the global batch size (split across replicas under ``tf.distribute``).
+        min_size, max_size: shortest-edge sizes.
+        train_min_sizes: several shortest-edge sizes to pick from at random when training.
+        output_size: ``[height, width]`` for fixed-size (scale-jitter) mode.
+        scale_range: ``[low, high]`` random scale factors in fixed-size mode, training only.
+        flip_prob: probability of a horizontal flip, training only.
+        size_divisibility: pad to multiples of this (the largest feature stride).
+        pad_size: pad every image to this ``[height, width]`` instead (XLA/TPU).
+        max_instances: ``N``, ground-truth slots per image (more: a random subset is kept).
+        mask_size: ``S``, resolution of the box-cropped masks.
+        shuffle: shuffle the examples while training (a new order each epoch).
+        seed: seed of the shuffle and of every augmentation.
+        antialias: low-pass filter when shrinking images.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 2,
+        min_size: int = 800,
+        max_size: int = 1333,
+        train_min_sizes: Sequence[int] | None = None,
+        output_size: Sequence[int] | None = None,
+        scale_range: Sequence[float] = (1.0, 1.0),
+        flip_prob: float = 0.5,
+        size_divisibility: int = 32,
+        pad_size: Sequence[int] | None = None,
+        max_instances: int = 100,
+        mask_size: int = 112,
+        shuffle: bool = True,
+        seed: int = 0,
+        antialias: bool = True,
+    ):
+        if batch_size < 1 or max_instances < 1 or mask_size < 1:
+            raise ValueError("batch_size, max_instances and mask_size must be positive")
+        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must be [low, high] with 0 < low <= high, got {scale_range}")
+        if output_size is not None and len(output_size) != 2:
+            raise ValueError(f"output_size must be [height, width], got {output_size}")
+        if pad_size is None and output_size is not None:
+            pad_size = output_size
+        self.batch_size = int(batch_size)
+        self.min_size = int(min_size)
+        self.max_size = int(max_size)
+        self.train_min_sizes = [int(s) for s in train_min_sizes] if train_min_sizes else None
+        self.output_size = [int(s) for s in output_size] if output_size is not None else None
+        self.scale_range = [float(s) for s in scale_range]
+        self.flip_prob = float(flip_prob)
+        self.size_divisibility = int(size_divisibility)
+        self.pad_size = [int(s) for s in pad_size] if pad_size is not None else None
+        self.max_instances = int(max_instances)
+        self.mask_size = int(mask_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.antialias = bool(antialias)
+
+    def get_config(self) -> dict:
+        """The constructor arguments."""
+        keys = (
+            "batch_size min_size max_size train_min_sizes output_size scale_range flip_prob "
+            "size_divisibility pad_size max_instances mask_size shuffle seed antialias"
+        ).split()
+        return {k: getattr(self, k) for k in keys}
+
+    # ----------------------------------------------------------------------- one example
+    def _target_size(self, height, width, training: bool, seed):
+        if self.output_size is not None:
+            out = tf.constant(self.output_size, tf.float32)
+            h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+            scale = tf.minimum(out[0] / h, out[1] / w)
+            if training and self.scale_range != [1.0, 1.0]:
+                low, high = self.scale_range
+                scale *= tf.random.stateless_uniform([], seed=seed, minval=low, maxval=high)
+            return tf.cast(tf.maximum(tf.round(tf.stack([h, w]) * scale), 1.0), tf.int32)
+        min_size = self.min_size
+        if training and self.train_min_sizes:
+            choices = tf.constant(self.train_min_sizes, tf.int32)
+            pick = tf.random.stateless_uniform(
+                [], seed=seed, maxval=len(self.train_min_sizes), dtype=tf.int32
+            )
+            min_size = tf.gather(choices, pick)
+        return T.short_side_size(height, width, min_size, self.max_size)
+
+    def transform(self, example: dict, seed: tf.Tensor, training: bool) -> dict:
+        """One raw example -> one padded, augmented example (see the module docstring)."""
+        seeds = tf.random.experimental.stateless_split(seed, 4)
+        image = example["image"]
+        shape = tf.shape(image)
+        size = self._target_size(shape[0], shape[1], training, seeds[0])
+        scale = tf.tile(tf.cast(size, tf.float32) / tf.cast(shape[:2], tf.float32), [2])[None]
+        image = T.resize_image(image, size, self.antialias)
+        boxes = example["boxes"] * scale
+        instances = {
+            "boxes": boxes,
+            "mask_boxes": boxes,
+            "classes": example["classes"],
+            "masks": example["masks"],
+        }
+        if self.output_size is not None:  # random crop to the output size (a no-op if it fits)
+            window = tf.minimum(size, self.output_size)
+            room = tf.cast(size - window, tf.float32)
+            offset = tf.cast(
+                tf.floor(tf.random.stateless_uniform([2], seed=seeds[1]) * (room + 1.0)), tf.int32
+            )
+            offset = tf.minimum(offset, size - window) if training else tf.zeros([2], tf.int32)
+            image = tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([window, [3]], 0))
+            instances = T.crop_instances(instances, offset, window)
+            size = window
+        if training and self.flip_prob > 0:
+            flip = tf.random.stateless_uniform([], seed=seeds[2]) < self.flip_prob
+            image, instances = tf.cond(
+                flip, lambda: T.flip_left_right(image, instances, size[1]), lambda: (image, instances)
+            )
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+        instances = T.pad_instances(instances, self.max_instances, seeds[3] if training else None)
+        out = {
+            "images": T.pad_image(image, self.size_divisibility, self.pad_size),
+            "image_size": tf.cast(size, tf.float32),
+            "gt_boxes": instances["boxes"],
+            "gt_classes": instances["classes"],
+            "gt_masks": instances["masks"],
+            "gt_mask_boxes": instances["mask_boxes"],
+        }
+        if not training:
+            out["image_id"] = example["image_id"]
+            out["original_size"] = tf.cast(shape[:2], tf.float32)
+            out["image_scale"] = tf.cast(size, tf.float32) / tf.cast(shape[:2], tf.float32)
+        return out
+
+    # ------------------------------------------------------------------------ a dataset
+    def __call__(
+        self,
+        dataset: DetectionDataset,
+        *,
+        training: bool,
+        input_context: tf.distribute.InputContext | None = None,
+        repeat: bool | None = None,
+    ) -> tf.data.Dataset:
+        """Batches of ``dataset`` (see the module docstring).
+
+        Args:
+            dataset: a registered dataset.
+            training: augment, shuffle (if ``shuffle``), repeat and drop the last partial batch.
+            input_context: from ``strategy.distribute_datasets_from_function``: read this
+                pipeline's shard and batch ``batch_size / num_replicas_in_sync`` per replica.
+            repeat: override the default (repeat while training).
+        """
+        repeat = training if repeat is None else repeat
+        batch = self.batch_size
+        if input_context is not None:
+            batch = input_context.get_per_replica_batch_size(self.batch_size)
+        raw = dataset.tf_dataset(
+            mask_size=self.mask_size,
+            shuffle=training and self.shuffle,
+            seed=self.seed,
+            repeat=repeat,
+            input_context=input_context,
+        )
+        pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
+        base = tf.constant([self.seed, pipeline_id], tf.int64)
+
+        def transform(index, example):
+            seed = tf.cast(tf.random.experimental.stateless_fold_in(base, index), tf.int32)
+            return self.transform(example, seed, training)
+
+        ds = raw.enumerate().map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.padded_batch(batch, drop_remainder=training)
+        return ds.prefetch(tf.data.AUTOTUNE)
