@@ -94,6 +94,9 @@ BUILTIN_MODULES = (
     "mrcnn_tf.losses.box_losses",
     "mrcnn_tf.losses.classification_losses",
     "mrcnn_tf.modeling.detectors.mask_rcnn",
+    "mrcnn_tf.data.coco",
+    "mrcnn_tf.data.synthetic",
+    "mrcnn_tf.data.tfrecord",
 )
 
 

@@ -11,6 +11,12 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_tmp(tmp_path_factory):
+    """Generated datasets go to a temporary cache, never to the user's ~/.cache."""
+    os.environ["MRCNN_TF_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture
 def write(tmp_path: Path):
     """``write("a/b.yaml", text)`` writes a dedented file under tmp_path and returns its path."""

@@ -59,6 +59,8 @@ def test_evaluation_batches_resize_exactly_and_carry_what_maps_back(solid):
         np.testing.assert_array_equal(batch["gt_classes"][b], [1, 2, 3, 0, 0])
         assert not batch["gt_masks"][b, 3:].any() and not batch["gt_boxes"][b, 3:].any()
     assert_masks_sit_on_their_objects(batch)
+    with pytest.raises(AssertionError):  # the check itself notices mirrored masks
+        assert_masks_sit_on_their_objects({**batch, "gt_masks": batch["gt_masks"][..., ::-1]})
 
 
 def test_flip_mirrors_image_boxes_and_masks_together(solid):

@@ -1,0 +1,80 @@
+"""Build datasets and the input pipeline from a config's ``data`` section.
+
+::
+
+    data:
+      num_classes: 3                      # optional; checked against the dataset
+      train: {type: CocoDataset, annotations: A.json, images: DIR}
+      val:   {type: CocoDataset, annotations: B.json, images: DIR}
+      pipeline: {batch_size: 2, min_size: 800, max_size: 1333}   # InputPipeline arguments
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from mrcnn_tf.data.base import DetectionDataset
+from mrcnn_tf.data.pipeline import InputPipeline
+from registry import ConfigError
+
+__all__ = ["build_dataset", "build_input_pipeline", "check_num_classes"]
+
+
+def build_dataset(config: Mapping[str, Any], split: str = "train") -> DetectionDataset:
+    """The dataset named by ``config["data"][split]`` (``{type: Name, ...}``).
+
+    Raises:
+        ConfigError: no such split in the config, or bad arguments (the key is named).
+        DatasetError: the dataset's files are unusable (the file is named).
+    """
+    from mrcnn_tf.registries import DATASETS, load_builtins
+
+    load_builtins()
+    data = config.get("data") or {}
+    spec = data.get(split)
+    if spec is None:
+        raise ConfigError(
+            f"the config has no data.{split} dataset; add e.g. "
+            f"`data: {{{split}: {{type: CocoDataset, annotations: ..., images: ...}}}}`"
+        )
+    try:
+        return DATASETS.build(spec)
+    except ConfigError as exc:
+        raise ConfigError(exc.reason if hasattr(exc, "reason") else str(exc), key=f"data.{split}") from exc
+
+
+def build_input_pipeline(config: Mapping[str, Any]) -> InputPipeline:
+    """The :class:`InputPipeline` of ``config["data"]["pipeline"]`` (defaults when absent)."""
+    spec = dict((config.get("data") or {}).get("pipeline") or {})
+    accepted = [p for p in inspect.signature(InputPipeline).parameters if p != "self"]
+    for key in spec:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; accepted: {', '.join(accepted)}"
+            raise ConfigError(f"unknown input pipeline argument{hint}", key=f"data.pipeline.{key}")
+    try:
+        return InputPipeline(**spec)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc), key="data.pipeline") from exc
+
+
+def check_num_classes(config: Mapping[str, Any], dataset: DetectionDataset) -> int:
+    """The dataset's ``K``, after checking it against ``model.num_classes`` / ``data.num_classes``.
+
+    Raises:
+        ConfigError: the config names a different number of classes than the dataset has.
+    """
+    for key in ("model", "data"):
+        given = (config.get(key) or {}).get("num_classes")
+        if given is not None and given != dataset.num_classes:
+            names = ", ".join(dataset.category_map.names[:10])
+            raise ConfigError(
+                f"is {given} but the dataset has {dataset.num_classes} categories ({names}"
+                f"{', ...' if dataset.num_classes > 10 else ''}); "
+                f"set it to {dataset.num_classes} or leave it out",
+                key=f"{key}.num_classes",
+            )
+    return dataset.num_classes

@@ -1,0 +1,80 @@
+"""Drawing instances (masks, boxes, class names, scores) on images, with NumPy and Pillow.
+
+Used by ``mrcnn-tf data show`` (ground truth after the input pipeline) and by prediction
+pictures. Boxes are ``[y1, x1, y2, x2]`` in pixels of the image drawn on.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["draw_instances", "instance_colours", "paste_box_masks"]
+
+
+def instance_colours(n: int) -> np.ndarray:
+    """``n`` well separated, saturated colours (golden-ratio hues), uint8 ``[n, 3]``."""
+    hues = (np.arange(n) * 0.618033988749895) % 1.0
+    return np.array(
+        [[int(255 * c) for c in colorsys.hsv_to_rgb(h, 0.85, 0.95)] for h in hues], np.uint8
+    ).reshape(n, 3)
+
+
+def paste_box_masks(masks: np.ndarray, boxes: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Box-cropped masks ``[N, S, S]`` back onto an image of ``size`` (nearest cell), bool ``[N, H, W]``.
+
+    Pixel ``(r, c)`` (centre ``r + 0.5, c + 0.5``) inside box ``n`` takes the cell under it;
+    pixels outside the box are False.
+    """
+    h, w = int(size[0]), int(size[1])
+    out = np.zeros((len(masks), h, w), bool)
+    for n, (mask, (y1, x1, y2, x2)) in enumerate(zip(masks, boxes, strict=True)):
+        s = mask.shape[0]
+        rows = (np.arange(h) + 0.5 - y1) / max(y2 - y1, 1e-6) * s
+        cols = (np.arange(w) + 0.5 - x1) / max(x2 - x1, 1e-6) * s
+        r_in, c_in = (rows >= 0) & (rows < s), (cols >= 0) & (cols < s)
+        ri = np.clip(rows.astype(np.int64), 0, s - 1)
+        ci = np.clip(cols.astype(np.int64), 0, s - 1)
+        out[n] = (mask[ri][:, ci] > 0.5) & r_in[:, None] & c_in[None]
+    return out
+
+
+def draw_instances(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: Sequence[str],
+    masks: np.ndarray | None = None,
+    alpha: float = 0.45,
+) -> np.ndarray:
+    """The image with each instance's mask tinted, its box outlined and its label written.
+
+    Args:
+        image: uint8 ``[H, W, 3]``.
+        boxes: ``[N, 4]`` ``[y1, x1, y2, x2]`` pixels.
+        labels: ``N`` strings (class name, and score if any).
+        masks: bool ``[N, H, W]`` full-image masks, or None.
+        alpha: mask opacity.
+
+    Returns:
+        uint8 ``[H, W, 3]``.
+    """
+    colours = instance_colours(len(boxes))
+    canvas = image.astype(np.float32).copy()
+    if masks is not None:
+        for mask, colour in zip(masks, colours, strict=True):
+            canvas[mask] = (1 - alpha) * canvas[mask] + alpha * colour
+    picture = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default()
+    for (y1, x1, y2, x2), label, colour in zip(boxes, labels, colours, strict=True):
+        colour = tuple(int(c) for c in colour)
+        draw.rectangle([float(x1), float(y1), float(x2) - 1, float(y2) - 1], outline=colour, width=2)
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        tx, ty = float(x1), max(float(y1) - (bottom - top) - 4, 0.0)
+        draw.rectangle([tx, ty, tx + right - left + 4, ty + bottom - top + 4], fill=colour)
+        dark = sum(colour) > 382
+        draw.text((tx + 2, ty + 2 - top), label, fill=(0, 0, 0) if dark else (255, 255, 255), font=font)
+    return np.asarray(picture)
