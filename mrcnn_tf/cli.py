@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from mrcnn_tf import __version__
+from mrcnn_tf.cli_data import add_data_commands
 from registry.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -24,7 +25,6 @@ PLANNED = {
     "evaluate": "COCO evaluation (issue #5)",
     "predict": "prediction with pictures (issue #6)",
     "export": "SavedModel export for TF Serving (issue #6)",
-    "data": "dataset checks and TFRecord conversion (issue #4)",
 }
 
 
@@ -70,6 +70,18 @@ def _import_framework(debug: bool) -> None:
         from mrcnn_tf.registries import load_builtins
 
         load_builtins()
+
+
+def _with_framework(func):
+    """Import TensorFlow quietly first when the command needs it (or reads a config)."""
+
+    def run(args: argparse.Namespace) -> int:
+        if getattr(args, "needs_framework", True) or getattr(args, "config", None):
+            _import_framework(args.debug)
+        return func(args)
+
+    run.__doc__ = func.__doc__
+    return run
 
 
 def _flatten(values: Sequence[Sequence[str]] | None) -> list[str]:
@@ -143,52 +155,58 @@ def _save_resolved_config(cfg: dict, workdir: str) -> str:
     return str(path)
 
 
-def _demo_batch(size: int, num_classes: int):
-    """One image of coloured rectangles with its padded ground truth (until the data issue lands)."""
-    import numpy as np
+def _synthetic_data_in(cfg: dict, workdir: str) -> None:
+    """Generate the demo's synthetic dataset inside the workdir unless the config says where."""
+    import os
 
-    rng = np.random.default_rng(0)
-    image = np.full((1, size, size, 3), 40.0, np.float32)
-    boxes = np.zeros((1, 4, 4), np.float32)
-    classes = np.zeros((1, 4), np.int32)
-    for i in range(3):
-        y, x = rng.integers(0, size // 2, 2)
-        h, w = rng.integers(size // 8, size // 2, 2)
-        image[0, y : y + h, x : x + w] = rng.uniform(80, 255, 3)
-        boxes[0, i] = [y, x, y + h, x + w]
-        classes[0, i] = i % num_classes + 1
-    masks = np.zeros((1, 4, 28, 28), np.float32)
-    masks[0, :3] = 1.0  # rectangles fill their boxes
-    return {"images": image, "gt_boxes": boxes, "gt_classes": classes, "gt_masks": masks}
+    for split in ("train", "val"):
+        spec = (cfg.get("data") or {}).get(split)
+        if isinstance(spec, dict) and spec.get("type") == "SyntheticDataset" and not spec.get("root"):
+            spec["root"] = os.path.join(workdir, "synthetic")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job. Until data and training land: build the model, one training step, inference."""
+    """The main job (until training lands): data, a few training steps, inference, pictures."""
     _import_framework(args.debug)
+    import keras
     import numpy as np
 
     from mrcnn_tf import build_model
     from mrcnn_tf.config import load_config
+    from mrcnn_tf.data.builder import build_dataset, build_input_pipeline, check_num_classes
 
     cfg = load_config(args.config, _flatten(args.set))
+    _synthetic_data_in(cfg, args.workdir)
     saved = _save_resolved_config(cfg, args.workdir)
-    size = int(cfg.get("data", {}).get("image_size", 256))
+    train = build_dataset(cfg, "train")
+    counts = train.report.counts
+    check_num_classes(cfg, train)
+    print(f"mrcnn-tf demo ({args.config})")
+    print(
+        f"  data: {counts['images']} training images, {counts['instances']} instances ({train.annotations})"
+    )
+    pipeline = build_input_pipeline(cfg)
     model = build_model(cfg)
-    batch = _demo_batch(size, model.num_classes)
-    import keras
-
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-    logs = model.train_on_batch(batch, return_dict=True)
-    detections = model({"images": batch["images"]})
-    print(f"mrcnn-tf demo ({args.config}): {type(model).__name__} with {cfg['model']['backbone']['type']}")
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, clipnorm=10.0))
+    history = model.fit(
+        pipeline(train, training=True), steps_per_epoch=args.steps, epochs=1, verbose=2, shuffle=False
+    )
+    logs = {k: v[-1] for k, v in history.history.items()}
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    print(f"  parameters: {model.count_params():,} ({trainable:,} trainable)")
-    print("  one training step: " + ", ".join(f"{k} {float(v):.3f}" for k, v in logs.items()))
-    print(f"  inference on {size}x{size}: {int(detections['num_detections'][0])} detections (untrained)")
+    print(
+        f"  model: {type(model).__name__} with {cfg['model']['backbone']['type']}, "
+        f"{model.count_params():,} parameters ({trainable:,} trainable)"
+    )
+    print(f"  {args.steps} training steps: " + ", ".join(f"{k} {float(v):.3f}" for k, v in logs.items()))
+    val = build_dataset(cfg, "val")
+    batch = next(iter(pipeline(val, training=False)))
+    detections = model.predict_on_batch({"images": batch["images"], "image_size": batch["image_size"]})
+    size = "x".join(str(int(v)) for v in batch["image_size"][0])
+    print(f"  inference on {size}: {int(detections['num_detections'][0])} detections (barely trained)")
     print(f"  resolved config: {saved}")
     print(
-        "The full demo (train on the synthetic dataset, evaluate, export, predict, write pictures) "
-        "arrives with the data and training issues (#4, #5)."
+        "The full demo (train to convergence, evaluate, export, predict, write pictures) "
+        "arrives with the training issue (#5)."
     )
     return 0
 
@@ -259,13 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", default="mask_rcnn_r18_fpn_synthetic", help="config to run (default: %(default)s)"
     )
     p.add_argument("--workdir", default="work_dirs/demo", help="where outputs go (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=10, help="training steps (default: %(default)s)")
     p.set_defaults(func=cmd_demo)
+
+    add_data_commands(sub, common, overrides, _Parser, _with_framework)
 
     for name, what in PLANNED.items():
         p = sub.add_parser(name, parents=[common, overrides], help=f"{what} [not implemented yet]")
-        if name != "data":
-            p.add_argument("config", nargs="?", help="a YAML file or the name of a bundled config")
-            p.add_argument("--workdir", help="run directory")
+        p.add_argument("config", nargs="?", help="a YAML file or the name of a bundled config")
+        p.add_argument("--workdir", help="run directory")
         p.set_defaults(func=cmd_planned)
     return parser
 

@@ -83,11 +83,15 @@ def balanced_sample(
 
     Returns:
         ``(indices [B, S] int32, positive [B, S] bool, valid [B, S] bool)`` with
-        ``S = min(num_samples, N)``; positives occupy the first slots.
+        ``S = min(num_samples, N)`` (``S = num_samples`` when ``N`` is not static);
+        positives occupy the first slots; invalid slots may hold any in-range index.
     """
     n = labels.shape[1]
-    if n is None:
-        raise ValueError("balanced_sample needs a static number of candidates")
+    dynamic = n is None
+    if dynamic:  # N unknown when traced (any image size): pad with ignored candidates
+        extra = tf.maximum(int(num_samples) - tf.shape(labels)[1], 0)
+        labels = tf.pad(labels, [[0, 0], [0, extra]], constant_values=IGNORE)
+        n = int(num_samples)
     num_samples = min(int(num_samples), n)
     max_pos = min(int(num_samples * positive_fraction), n)
     rand = tf.random.uniform(tf.shape(labels), 0.0, 1.0)
@@ -104,4 +108,7 @@ def balanced_sample(
         take_pos = tf.zeros_like(is_pos)
     key = tf.where(take_pos, 2.0 + rand, tf.where(is_neg, rand, -1.0))
     values, indices = tf.math.top_k(key, k=num_samples)
-    return indices, values >= 2.0, values >= 0.0
+    valid = values >= 0.0
+    if dynamic:  # an invalid slot may point into the padding: point it at candidate 0 instead
+        indices = tf.where(valid, indices, 0)
+    return indices, values >= 2.0, valid

@@ -98,3 +98,22 @@ def test_balanced_sample_is_random():
 
     first, second = draw(), draw()
     assert len(first) == 128 and first != second
+
+
+@pytest.mark.parametrize("n", [5, 40])
+def test_balanced_sample_with_an_unknown_number_of_candidates(n):
+    """Traced with N = None (any image size): fixed S slots, valid ones point at real candidates."""
+    labels = np.full((2, n), sampling.NEGATIVE, np.int32)
+    labels[0, :3] = sampling.POSITIVE
+    labels[1, 1] = sampling.IGNORE
+    fn = tf.function(
+        lambda x: sampling.balanced_sample(x, 16, 0.25), input_signature=[tf.TensorSpec([2, None], tf.int32)]
+    )
+    indices, positive, valid = (t.numpy() for t in fn(tf.constant(labels)))
+    assert indices.shape == (2, 16) and (indices >= 0).all() and (indices < n).all()
+    assert valid.sum(1).tolist() == [min(16, n), min(16, n - 1)]
+    assert positive.sum(1).tolist() == [3, 0]
+    for b in range(2):
+        chosen = indices[b][valid[b]]
+        assert len(set(chosen.tolist())) == len(chosen)  # no candidate twice
+        np.testing.assert_array_equal(labels[b][chosen] == sampling.POSITIVE, positive[b][valid[b]])

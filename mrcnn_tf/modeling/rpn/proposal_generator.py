@@ -71,7 +71,14 @@ class ProposalGenerator(keras.layers.Layer):
         self.box_weights = tuple(float(w) for w in box_weights)
 
     def _level(self, logits, deltas, anchors, image_size, pre_k, post_k):
-        k = min(pre_k, logits.shape[1])
+        if logits.shape[1] is None:  # image size unknown when traced: pad to pre_k entries
+            extra = tf.maximum(pre_k - tf.shape(logits)[1], 0)
+            logits = tf.pad(logits, [[0, 0], [0, extra]], constant_values=_REMOVED)
+            deltas = tf.pad(deltas, [[0, 0], [0, extra], [0, 0]])
+            anchors = tf.pad(anchors, [[0, extra], [0, 0]])
+            k = pre_k
+        else:
+            k = min(pre_k, logits.shape[1])
         scores, index = tf.math.top_k(logits, k=k)
         boxes = box_ops.decode_boxes(
             tf.gather(deltas, index, batch_dims=1), tf.gather(anchors, index), self.box_weights
