@@ -123,7 +123,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     dataset, _ = _dataset_from_args(args, strict=args.strict)
     if dataset.report.problems:
         print(dataset.report.summary())
-    paths = write_tfrecords(dataset, args.out, args.shards, overwrite=args.overwrite)
+    paths = write_tfrecords(
+        dataset, args.out, args.shards, overwrite=args.overwrite, mask_format=args.mask_format
+    )
     print(f"wrote {len(dataset.records)} images to {len(paths)} shard(s): {args.out}-*.tfrecord")
     print(f"  label map: {args.out}-label_map.json; ground truth for evaluation: {args.out}-instances.json")
     print(f"  use them with: data.train: {{type: TFRecordDataset, pattern: '{args.out}-*.tfrecord'}}")
@@ -183,6 +185,12 @@ def add_data_commands(
     v.add_argument("--out", required=True, help="output prefix: PREFIX-00000-of-0000N.tfrecord ...")
     v.add_argument("--shards", type=int, default=8, help="number of files (default: %(default)s)")
     v.add_argument("--strict", action="store_true", help="refuse to convert a dataset with problems")
+    v.add_argument(
+        "--mask-format",
+        choices=["rle", "png"],
+        default="rle",
+        help="masks as compressed RLE (fast to read) or one PNG per instance (Model Garden's key)",
+    )
     v.add_argument("--overwrite", action="store_true", help="replace existing output files")
     v.set_defaults(func=cmd_convert, needs_framework=True)
 

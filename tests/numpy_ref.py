@@ -168,8 +168,9 @@ def reference_crop(mask: np.ndarray, box, size: int) -> np.ndarray:
     out = np.zeros((size, size), np.uint8)
     for i in range(size):
         for j in range(size):
-            cy = y1 + (i + 0.5) * (y2 - y1) / size
-            cx = x1 + (j + 0.5) * (x2 - x1) / size
+            # the cell height (y2 - y1) / size first: ties at exact pixel edges round alike
+            cy = y1 + (i + 0.5) * ((y2 - y1) / size)
+            cx = x1 + (j + 0.5) * ((x2 - x1) / size)
             r = min(max(int(np.floor(cy)), 0), mask.shape[0] - 1)
             c = min(max(int(np.floor(cx)), 0), mask.shape[1] - 1)
             out[i, j] = mask[r, c]

@@ -4,9 +4,12 @@ Each record is a ``tf.train.Example`` with the keys of the TF Object Detection A
 Garden: ``image/encoded``, ``image/format``, ``image/height``, ``image/width``,
 ``image/source_id``, ``image/filename``, ``image/object/bbox/{ymin,xmin,ymax,xmax}``
 (normalised to ``[0, 1]``), ``image/object/class/label`` (contiguous ``1..K``),
-``image/object/class/text``, ``image/object/is_crowd``, ``image/object/area`` and
-``image/object/mask`` (one full-image PNG per instance, 0/1). Crowd regions are stored too
-(``is_crowd`` 1) and left out of training targets when read.
+``image/object/class/text``, ``image/object/is_crowd``, ``image/object/area``, and the
+full-image masks either as compressed COCO RLE strings in ``image/object/mask_rle`` (the
+default: small, and cropped in the graph straight from the runs) or as one PNG per instance in
+``image/object/mask`` (what Model Garden's readers expect; decoding full-image PNGs makes the
+pipeline several times slower). Crowd regions are stored too (``is_crowd`` 1) and left out of
+training targets when read.
 
 Images are stored as their original bytes when TensorFlow decodes those to exactly the
 pixels the COCO reader gives (the common case); otherwise (EXIF rotation, 16-bit, TIFF ...)
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pycocotools.mask as mask_utils
 from PIL import Image
 
 from mrcnn_tf.data.base import DetectionDataset, raw_example_spec
@@ -79,7 +83,18 @@ def _image_bytes(record: ImageRecord) -> tuple[bytes, bytes]:
     return _png(pixels), b"png"
 
 
-def _example(record: ImageRecord, image: bytes, fmt: bytes, names: tuple[str, ...]) -> bytes:
+def _rle_string(segmentation: object, height: int, width: int) -> bytes:
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))["counts"]
+    counts = segmentation["counts"]  # type: ignore[index]
+    if isinstance(counts, list):
+        return mask_utils.frPyObjects(segmentation, height, width)["counts"]
+    return counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+
+
+def _example(
+    record: ImageRecord, image: bytes, fmt: bytes, names: tuple[str, ...], mask_format: str
+) -> bytes:
     import tensorflow as tf
 
     def floats(values):
@@ -94,7 +109,10 @@ def _example(record: ImageRecord, image: bytes, fmt: bytes, names: tuple[str, ..
     h, w = record.height, record.width
     instances = record.instances + record.crowd
     boxes = np.asarray([i.box for i in instances], np.float64).reshape(-1, 4)
-    masks = [_png(full_mask(i.segmentation, h, w)) for i in instances]
+    if mask_format == "png":
+        masks = {"image/object/mask": blobs([_png(full_mask(i.segmentation, h, w)) for i in instances])}
+    else:
+        masks = {"image/object/mask_rle": blobs([_rle_string(i.segmentation, h, w) for i in instances])}
     areas = [float(i.raw.get("area", 0.0)) for i in instances]
     feature = {
         "image/encoded": blobs([image]),
@@ -111,21 +129,30 @@ def _example(record: ImageRecord, image: bytes, fmt: bytes, names: tuple[str, ..
         "image/object/class/text": blobs([names[i.class_id - 1].encode() for i in instances]),
         "image/object/is_crowd": ints([0] * len(record.instances) + [1] * len(record.crowd)),
         "image/object/area": floats(areas),
-        "image/object/mask": blobs(masks),
+        **masks,
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 def write_tfrecords(
-    dataset: CocoDataset, prefix: str | os.PathLike, num_shards: int = 8, overwrite: bool = False
+    dataset: CocoDataset,
+    prefix: str | os.PathLike,
+    num_shards: int = 8,
+    overwrite: bool = False,
+    mask_format: str = "rle",
 ) -> list[Path]:
     """Write ``dataset`` as ``num_shards`` TFRecord files (images round-robin over the shards).
+
+    Args:
+        mask_format: ``rle`` (compressed COCO RLE strings) or ``png`` (one PNG per instance).
 
     Raises:
         DatasetError: an output file exists (nothing is overwritten unless ``overwrite``).
     """
     import tensorflow as tf
 
+    if mask_format not in ("rle", "png"):
+        raise DatasetError(f"mask format must be 'rle' or 'png', got {mask_format!r}")
     if num_shards < 1:
         raise DatasetError(f"--shards must be at least 1, got {num_shards}")
     paths = shard_paths(prefix, num_shards)
@@ -140,7 +167,8 @@ def write_tfrecords(
     try:
         for k, record in enumerate(dataset.records):
             image, fmt = _image_bytes(record)
-            writers[k % num_shards].write(_example(record, image, fmt, dataset.category_map.names))
+            example = _example(record, image, fmt, dataset.category_map.names, mask_format)
+            writers[k % num_shards].write(example)
     finally:
         for writer in writers:
             writer.close()
@@ -157,7 +185,7 @@ def write_tfrecords(
 def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     """Decode one record: ``image`` uint8 ``[H, W, 3]``, ``image_id`` int64, ``boxes`` float32
     ``[G, 4]`` pixels, ``classes`` int32 ``[G]``, ``is_crowd`` bool ``[G]``, ``mask_png`` string
-    ``[G]`` (crowd regions included)."""
+    ``[G]`` and ``mask_rle`` string ``[G]`` (one of the two is empty; crowd regions included)."""
     import tensorflow as tf
 
     keys = {
@@ -168,6 +196,7 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         "image/object/class/label": tf.io.VarLenFeature(tf.int64),
         "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
         "image/object/mask": tf.io.VarLenFeature(tf.string),
+        "image/object/mask_rle": tf.io.VarLenFeature(tf.string),
     }
     for k in ("ymin", "xmin", "ymax", "xmax"):
         keys[f"image/object/bbox/{k}"] = tf.io.VarLenFeature(tf.float32)
@@ -190,6 +219,8 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         "classes": tf.cast(dense["image/object/class/label"], tf.int32),
         "is_crowd": dense["image/object/is_crowd"] > 0,
         "mask_png": dense["image/object/mask"],
+        "mask_rle": dense["image/object/mask_rle"],
+        "size": tf.stack([f["image/height"], f["image/width"]]),
     }
 
 
@@ -276,6 +307,8 @@ class TFRecordDataset(DetectionDataset):
         """
         import tensorflow as tf
 
+        from mrcnn_tf.data.rle_tf import crop_rle_strings
+
         files = tf.data.Dataset.from_tensor_slices(self.files)
         by_file = input_context is not None and len(self.files) >= input_context.num_input_pipelines
         if by_file:
@@ -300,7 +333,13 @@ class TFRecordDataset(DetectionDataset):
             ex = parse_example(serialized)
             keep = tf.logical_not(ex["is_crowd"])
             boxes = tf.boolean_mask(ex["boxes"], keep)
-            masks = crop_png_masks(tf.boolean_mask(ex["mask_png"], keep), boxes, mask_size)
+            masks = tf.cond(
+                tf.size(ex["mask_rle"]) > 0,
+                lambda: crop_rle_strings(
+                    tf.boolean_mask(ex["mask_rle"], keep), boxes, *tf.unstack(ex["size"]), mask_size
+                ),
+                lambda: crop_png_masks(tf.boolean_mask(ex["mask_png"], keep), boxes, mask_size),
+            )
             out = {
                 "image": ex["image"],
                 "image_id": ex["image_id"],

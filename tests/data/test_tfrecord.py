@@ -45,10 +45,10 @@ def mixed(tmp_path_factory):
     return CocoDataset(ann_path, images, strict=True)
 
 
-@pytest.fixture(scope="module")
-def converted(mixed, tmp_path_factory):
+@pytest.fixture(scope="module", params=["rle", "png"])
+def converted(mixed, tmp_path_factory, request):
     prefix = tmp_path_factory.mktemp("records") / "mixed"
-    paths = write_tfrecords(mixed, prefix, num_shards=2)
+    paths = write_tfrecords(mixed, prefix, num_shards=2, mask_format=request.param)
     return prefix, paths
 
 
@@ -68,15 +68,18 @@ def test_records_read_back_equal_to_the_original(mixed, converted):
         np.testing.assert_array_equal(
             got["is_crowd"], [False] * len(record.instances) + [True] * len(record.crowd)
         )
-        for png, inst in zip(got["mask_png"], instances, strict=True):
-            seg = inst.segmentation
-            rle = (
-                mask_utils.merge(mask_utils.frPyObjects(seg, record.height, record.width))
-                if isinstance(seg, list)
-                else seg
-            )
+        assert len(got["mask_png"]) + len(got["mask_rle"]) == len(instances)
+        for k, inst in enumerate(instances):
+            seg, size = inst.segmentation, [record.height, record.width]
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, *size)) if isinstance(seg, list) else seg
+            if isinstance(rle["counts"], list):
+                rle = mask_utils.frPyObjects(rle, *size)
             expected = mask_utils.decode(rle)
-            np.testing.assert_array_equal(tf.io.decode_png(png)[..., 0].numpy(), expected)
+            if len(got["mask_rle"]):
+                stored = mask_utils.decode({"size": size, "counts": got["mask_rle"][k]})
+            else:
+                stored = tf.io.decode_png(got["mask_png"][k])[..., 0].numpy()
+            np.testing.assert_array_equal(stored, expected)
     assert parsed[10]["image"].shape == (50, 30, 3)  # stored turned
     labels = json.loads((prefix.parent / "mixed-label_map.json").read_text())
     assert labels["num_examples"] == 5 and [c["name"] for c in labels["categories"]] == ["c1", "c2", "c3"]
