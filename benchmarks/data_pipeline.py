@@ -61,13 +61,15 @@ def _pipeline(args, batch_size):
 def run_case(args) -> dict:
     import tensorflow as tf  # noqa: F401  (the baseline includes TensorFlow)
 
-    dataset = _dataset(args)
-    if args.case == "tfrecord":
-        from mrcnn_tf.data.tfrecord import TFRecordDataset, write_tfrecords
+    from mrcnn_tf.data.tfrecord import TFRecordDataset, write_tfrecords
 
-        prefix = dataset.root / "records" / "train"
+    dataset = _dataset(args)
+    prefix = dataset.root / "records" / "train"
+    if args.case == "prepare":  # generation and conversion happen here, outside the measured cases
         if not Path(f"{prefix}-label_map.json").exists():
             write_tfrecords(dataset, prefix, num_shards=8)
+        return {"case": "prepare"}
+    if args.case == "tfrecord":
         dataset = TFRecordDataset(f"{prefix}-*.tfrecord")
     batch = args.train_batch if args.case == "train" else args.batch
     stream = _pipeline(args, batch)(dataset, training=True)
@@ -110,7 +112,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--case", choices=["coco", "tfrecord", "train"], help="run one case (internal)")
+    parser.add_argument(
+        "--case", choices=["prepare", "coco", "tfrecord", "train"], help="run one case (internal)"
+    )
     parser.add_argument("--cases", default="coco,tfrecord,train")
     parser.add_argument("--image-size", type=int, default=1024)
     parser.add_argument("--instances", type=int, default=50)
@@ -132,15 +136,23 @@ def main() -> int:
     print(f"python {sys.version.split()[0]}, tensorflow {tf.__version__}, {os.cpu_count()} CPUs")
     print(f"synthetic {args.image_size}x{args.image_size}, {args.instances} instances/image, masks 112x112")
     results = {}
-    forward = [a for a in sys.argv[1:] if not a.startswith("--cases")]
-    for case in args.cases.split(","):
+    forward = [
+        f"--{k.replace('_', '-')}={v}"
+        for k, v in vars(args).items()
+        if k not in ("case", "cases") and v is not None
+    ]
+    failed = False
+    for case in ["prepare", *args.cases.split(",")]:
         out = subprocess.run(
             [sys.executable, __file__, "--case", case, *forward], capture_output=True, text=True, check=False
         )
         if out.returncode != 0:
             print(f"{case}: failed\n{out.stderr[-2000:]}")
+            failed = True
             continue
         results[case] = json.loads(out.stdout.strip().splitlines()[-1])
+        if case == "prepare":
+            continue
         r = results[case]
         print(
             f"{case:>9}: {r['images_per_s']:7.2f} images/s (batch {r['batch']}), "
@@ -151,7 +163,7 @@ def main() -> int:
             if case in results:
                 ratio = results[case]["images_per_s"] / results["train"]["images_per_s"]
                 print(f"{case} pipeline / training consumption: {ratio:.1f}x (target >= 4x)")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from mrcnn_tf.data.report import DataReport
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["DetectionDataset", "epoch_indices", "raw_example_spec"]
+__all__ = ["DetectionDataset", "epoch_indices", "raw_example_spec", "with_shard_policy"]
 
 
 def raw_example_spec(mask_size: int) -> dict[str, Any]:
@@ -69,6 +69,22 @@ def epoch_indices(
         return tf.data.Dataset.from_tensor_slices(order).shard(num_shards, shard_index)
 
     return epochs.flat_map(one_epoch)
+
+
+def with_shard_policy(ds: tf.data.Dataset, input_context, policy: str) -> tf.data.Dataset:
+    """Turn tf.distribute's auto-sharding off when ``input_context`` sharded already, else ``policy``.
+
+    ``policy`` names an ``AutoShardPolicy`` (``DATA`` for datasets read by index, ``AUTO`` for
+    files) used when the dataset goes through ``strategy.experimental_distribute_dataset``.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    policies = tf.data.experimental.AutoShardPolicy
+    options.experimental_distribute.auto_shard_policy = (
+        policies.OFF if input_context else getattr(policies, policy)
+    )
+    return ds.with_options(options)
 
 
 class DetectionDataset:

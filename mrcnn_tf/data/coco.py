@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mrcnn_tf.data.base import DetectionDataset, epoch_indices, raw_example_spec
+from mrcnn_tf.data.base import DetectionDataset, epoch_indices, raw_example_spec, with_shard_policy
 from mrcnn_tf.data.category_map import CategoryMap
 from mrcnn_tf.data.coco_checks import check_box, check_file_name, check_segmentation, is_int
 from mrcnn_tf.data.images import load_rgb, probe_image
@@ -447,13 +447,7 @@ class CocoDataset(DetectionDataset):
 
         ds = indices.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.filter(_is_ok).map(_drop_flag)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.OFF
-            if input_context
-            else tf.data.experimental.AutoShardPolicy.DATA
-        )
-        return ds.with_options(options)
+        return with_shard_policy(ds, input_context, "DATA")
 
     def coco_dict(self) -> dict:
         """The kept images and annotations (crowd included) as a COCO dict, for pycocotools."""

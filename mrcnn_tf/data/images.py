@@ -13,7 +13,9 @@ Pillow reads every format; the conversions that peers get wrong are handled here
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +54,19 @@ class ImageHeader:
         return self.width, self.height
 
 
+@contextlib.contextmanager
+def _image_errors(what: str) -> Iterator[None]:
+    """Pillow's errors as ValueError (not an image, corrupt), keeping the file-system ones."""
+    try:
+        yield
+    except UnidentifiedImageError as exc:
+        raise ValueError("not an image file (no known image format)") from exc
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"{what}: {exc}") from exc
+
+
 def probe_image(path: str | os.PathLike) -> ImageHeader:
     """Read an image's header (not its pixels).
 
@@ -59,21 +74,14 @@ def probe_image(path: str | os.PathLike) -> ImageHeader:
         FileNotFoundError, PermissionError, IsADirectoryError: as ``open`` does.
         ValueError: the bytes are not an image Pillow knows.
     """
-    try:
-        with Image.open(path) as image:
-            orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
-            if orientation not in range(1, 9):
-                orientation = 1
-            width, height = image.size
-            if orientation in _SWAPS_AXES:
-                width, height = height, width
-            return ImageHeader(width, height, str(image.format), image.mode, orientation)
-    except UnidentifiedImageError as exc:
-        raise ValueError("not an image file (no known image format)") from exc
-    except (OSError, SyntaxError) as exc:
-        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise
-        raise ValueError(f"unreadable image: {exc}") from exc
+    with _image_errors("unreadable image"), Image.open(path) as image:
+        orientation = int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
+        if orientation not in range(1, 9):
+            orientation = 1
+        width, height = image.size
+        if orientation in _SWAPS_AXES:
+            width, height = height, width
+        return ImageHeader(width, height, str(image.format), image.mode, orientation)
 
 
 def load_rgb(path: str | os.PathLike, apply_orientation: bool = True) -> np.ndarray:
@@ -87,18 +95,11 @@ def load_rgb(path: str | os.PathLike, apply_orientation: bool = True) -> np.ndar
         ValueError: the file is not an image, or is truncated or corrupt.
         OSError: the file cannot be opened.
     """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if apply_orientation:
-                image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
-    except UnidentifiedImageError as exc:
-        raise ValueError("not an image file (no known image format)") from exc
-    except (OSError, SyntaxError) as exc:
-        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise
-        raise ValueError(f"corrupt or truncated image: {exc}") from exc
+    with _image_errors("corrupt or truncated image"), Image.open(path) as image:
+        image.load()
+        if apply_orientation:
+            image = ImageOps.exif_transpose(image)
+        return _to_rgb(image)
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

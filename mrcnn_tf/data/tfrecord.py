@@ -32,7 +32,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image
 
-from mrcnn_tf.data.base import DetectionDataset, raw_example_spec
+from mrcnn_tf.data.base import DetectionDataset, raw_example_spec, with_shard_policy
 from mrcnn_tf.data.category_map import CategoryMap
 from mrcnn_tf.data.coco import CocoDataset, ImageRecord
 from mrcnn_tf.data.images import load_rgb
@@ -352,10 +352,4 @@ class TFRecordDataset(DetectionDataset):
             return out
 
         ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.OFF
-            if input_context
-            else tf.data.experimental.AutoShardPolicy.FILE
-        )
-        return ds.with_options(options)
+        return with_shard_policy(ds, input_context, "AUTO")
