@@ -19,6 +19,7 @@ y and x), to map detections back to the original image.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -100,11 +101,7 @@ class InputPipeline:
 
     def get_config(self) -> dict:
         """The constructor arguments."""
-        keys = (
-            "batch_size min_size max_size train_min_sizes output_size scale_range flip_prob "
-            "size_divisibility pad_size max_instances mask_size shuffle seed antialias"
-        ).split()
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in inspect.signature(type(self)).parameters}
 
     # ----------------------------------------------------------------------- one example
     def _target_size(self, height, width, training: bool, seed):
@@ -115,7 +112,7 @@ class InputPipeline:
             if training and self.scale_range != [1.0, 1.0]:
                 low, high = self.scale_range
                 scale *= tf.random.stateless_uniform([], seed=seed, minval=low, maxval=high)
-            return tf.cast(tf.maximum(tf.round(tf.stack([h, w]) * scale), 1.0), tf.int32)
+            return T.scaled_size(height, width, scale)
         min_size = self.min_size
         if training and self.train_min_sizes:
             choices = tf.constant(self.train_min_sizes, tf.int32)
@@ -131,9 +128,9 @@ class InputPipeline:
         image = example["image"]
         shape = tf.shape(image)
         size = self._target_size(shape[0], shape[1], training, seeds[0])
-        scale = tf.tile(tf.cast(size, tf.float32) / tf.cast(shape[:2], tf.float32), [2])[None]
+        ratio = tf.cast(size, tf.float32) / tf.cast(shape[:2], tf.float32)  # output px per input px
         image = T.resize_image(image, size, self.antialias)
-        boxes = example["boxes"] * scale
+        boxes = example["boxes"] * tf.tile(ratio, [2])[None]
         instances = {
             "boxes": boxes,
             "mask_boxes": boxes,
@@ -168,7 +165,7 @@ class InputPipeline:
         if not training:
             out["image_id"] = example["image_id"]
             out["original_size"] = tf.cast(shape[:2], tf.float32)
-            out["image_scale"] = tf.cast(size, tf.float32) / tf.cast(shape[:2], tf.float32)
+            out["image_scale"] = ratio
         return out
 
     # ------------------------------------------------------------------------ a dataset

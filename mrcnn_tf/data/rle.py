@@ -23,6 +23,7 @@ __all__ = [
     "decompress_counts",
     "sample_rle",
     "segmentation_to_counts",
+    "segmentation_to_rle",
 ]
 
 
@@ -63,23 +64,33 @@ def decompress_counts(counts: bytes | str) -> np.ndarray:
     return values
 
 
-def segmentation_to_counts(segmentation: object, height: int, width: int) -> np.ndarray:
-    """Uncompressed run lengths of a COCO ``segmentation`` (polygons, RLE or compressed RLE).
+def segmentation_to_rle(segmentation: object, height: int, width: int) -> dict:
+    """A COCO ``segmentation`` as a compressed pycocotools RLE ``{"size", "counts": bytes}``.
 
     Polygons are rasterised by pycocotools (a pixel is inside when its centre is, up to
     pycocotools' 5× edge supersampling); several polygons are merged (union). The input is
     assumed valid (see :mod:`mrcnn_tf.data.coco_checks`).
+    """
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    counts = segmentation["counts"]  # type: ignore[index]
+    if isinstance(counts, list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return {
+        "size": [height, width],
+        "counts": counts.encode("ascii") if isinstance(counts, str) else bytes(counts),
+    }
+
+
+def segmentation_to_counts(segmentation: object, height: int, width: int) -> np.ndarray:
+    """Uncompressed run lengths of a COCO ``segmentation`` (see :func:`segmentation_to_rle`).
 
     Returns:
         int64 ``[R]`` run lengths summing to ``height * width``.
     """
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-        return decompress_counts(rle["counts"])
-    counts = segmentation["counts"]  # type: ignore[index]
-    if isinstance(counts, list):
-        return np.asarray(counts, np.int64)
-    return decompress_counts(counts)
+    if isinstance(segmentation, dict) and isinstance(segmentation["counts"], list):
+        return np.asarray(segmentation["counts"], np.int64)  # already runs
+    return decompress_counts(segmentation_to_rle(segmentation, height, width)["counts"])
 
 
 def box_sample_indices(start: float, stop: float, size: int, limit: int) -> np.ndarray:

@@ -37,13 +37,13 @@ from mrcnn_tf.data.category_map import CategoryMap
 from mrcnn_tf.data.coco import CocoDataset, ImageRecord
 from mrcnn_tf.data.images import load_rgb
 from mrcnn_tf.data.report import DataReport, DatasetError
-from mrcnn_tf.data.rle import segmentation_to_counts
+from mrcnn_tf.data.rle import segmentation_to_rle
 from mrcnn_tf.registries import DATASETS
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["TFRecordDataset", "full_mask", "parse_example", "shard_paths", "write_tfrecords"]
+__all__ = ["TFRecordDataset", "parse_example", "shard_paths", "write_tfrecords"]
 
 _SHARD = re.compile(r"-\d{5}-of-\d{5}\.tfrecord$")
 
@@ -51,13 +51,6 @@ _SHARD = re.compile(r"-\d{5}-of-\d{5}\.tfrecord$")
 def shard_paths(prefix: str | os.PathLike, num_shards: int) -> list[Path]:
     """``PREFIX-00000-of-0000N.tfrecord`` ... for ``num_shards`` shards."""
     return [Path(f"{prefix}-{i:05d}-of-{num_shards:05d}.tfrecord") for i in range(num_shards)]
-
-
-def full_mask(segmentation: object, height: int, width: int) -> np.ndarray:
-    """A checked COCO segmentation as a uint8 ``[H, W]`` 0/1 mask."""
-    counts = segmentation_to_counts(segmentation, height, width)
-    flat = np.repeat((np.arange(counts.size) % 2).astype(np.uint8), counts)
-    return flat.reshape(width, height).T.copy()
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -83,15 +76,6 @@ def _image_bytes(record: ImageRecord) -> tuple[bytes, bytes]:
     return _png(pixels), b"png"
 
 
-def _rle_string(segmentation: object, height: int, width: int) -> bytes:
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))["counts"]
-    counts = segmentation["counts"]  # type: ignore[index]
-    if isinstance(counts, list):
-        return mask_utils.frPyObjects(segmentation, height, width)["counts"]
-    return counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
-
-
 def _example(
     record: ImageRecord, image: bytes, fmt: bytes, names: tuple[str, ...], mask_format: str
 ) -> bytes:
@@ -110,9 +94,11 @@ def _example(
     instances = record.instances + record.crowd
     boxes = np.asarray([i.box for i in instances], np.float64).reshape(-1, 4)
     if mask_format == "png":
-        masks = {"image/object/mask": blobs([_png(full_mask(i.segmentation, h, w)) for i in instances])}
+        full = [mask_utils.decode(segmentation_to_rle(i.segmentation, h, w)) for i in instances]
+        masks = {"image/object/mask": blobs([_png(m) for m in full])}
     else:
-        masks = {"image/object/mask_rle": blobs([_rle_string(i.segmentation, h, w) for i in instances])}
+        rles = [segmentation_to_rle(i.segmentation, h, w)["counts"] for i in instances]
+        masks = {"image/object/mask_rle": blobs(rles)}
     areas = [float(i.raw.get("area", 0.0)) for i in instances]
     feature = {
         "image/encoded": blobs([image]),

@@ -23,11 +23,18 @@ __all__ = [
     "pad_image",
     "pad_instances",
     "resize_image",
+    "scaled_size",
     "short_side_size",
 ]
 
 #: ``boxes`` ``[G, 4]``, ``mask_boxes`` ``[G, 4]``, ``classes`` ``[G]``, ``masks`` ``[G, S, S]``.
 Instances = dict[str, tf.Tensor]
+
+
+def scaled_size(height: tf.Tensor, width: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    """int32 ``[2]``: ``(height, width) * scale``, rounded, at least 1."""
+    hw = tf.cast(tf.stack([height, width]), tf.float32)
+    return tf.cast(tf.maximum(tf.round(hw * scale), 1.0), tf.int32)
 
 
 def short_side_size(height: tf.Tensor, width: tf.Tensor, min_size, max_size) -> tf.Tensor:
@@ -39,7 +46,7 @@ def short_side_size(height: tf.Tensor, width: tf.Tensor, min_size, max_size) -> 
     scale = tf.minimum(
         tf.cast(min_size, tf.float32) / tf.minimum(h, w), tf.cast(max_size, tf.float32) / tf.maximum(h, w)
     )
-    return tf.cast(tf.maximum(tf.round(tf.stack([h, w]) * scale), 1.0), tf.int32)
+    return scaled_size(height, width, scale)
 
 
 def resize_image(image: tf.Tensor, size: tf.Tensor, antialias: bool = True) -> tf.Tensor:
