@@ -32,7 +32,13 @@ def _keras_serializable(cls: type, name: str, registry: Registry) -> type:
     keras = sys.modules.get("keras")
     if keras is None:  # keras not imported yet, so ``cls`` cannot be a Keras object
         return cls
-    if issubclass(cls, (keras.layers.Layer, keras.losses.Loss)):
+    serializable = (
+        keras.layers.Layer,
+        keras.losses.Loss,
+        keras.optimizers.Optimizer,
+        keras.optimizers.schedules.LearningRateSchedule,
+    )
+    if issubclass(cls, serializable):
         return keras.saving.register_keras_serializable(package=f"mrcnn_tf.{registry.name}", name=name)(cls)
     return cls
 
@@ -54,6 +60,8 @@ MASK_HEADS = _make("mask_head", "mask_head")
 LOSSES = _make("loss", "loss", "*_loss")
 DETECTORS = _make("detector", "model", "detector")
 DATASETS = _make("dataset", "dataset", "*_dataset", "train", "val", "test")
+OPTIMIZERS = _make("optimizer", "optimizer")
+SCHEDULES = _make("schedule", "schedule")
 
 #: Every role, in the order ``mrcnn-tf list`` prints them.
 ALL: dict[str, Registry] = {
@@ -72,6 +80,8 @@ ALL: dict[str, Registry] = {
         LOSSES,
         DETECTORS,
         DATASETS,
+        OPTIMIZERS,
+        SCHEDULES,
     )
 }
 
@@ -97,6 +107,8 @@ BUILTIN_MODULES = (
     "mrcnn_tf.data.coco",
     "mrcnn_tf.data.synthetic",
     "mrcnn_tf.data.tfrecord",
+    "mrcnn_tf.training.optimizers",
+    "mrcnn_tf.training.schedules",
 )
 
 

@@ -48,17 +48,24 @@ def epoch_indices(
     repeat: bool,
     num_shards: int = 1,
     shard_index: int = 0,
+    skip: int = 0,
 ) -> tf.data.Dataset:
     """Example indices (int64), epoch after epoch, each epoch split between the shards.
 
     Shuffling is stateless: epoch ``e`` visits ``stateless_shuffle(range(N), seed=[seed, e])``,
     so the order depends only on ``seed`` and the epoch (a resumed run can skip ahead to the
     same place). Shard ``k`` of ``n`` takes every ``n``-th index of each epoch's order, so the
-    workers of a multi-worker run see disjoint parts of every epoch.
+    workers of a multi-worker run see disjoint parts of every epoch. ``skip`` drops the first
+    indices of this shard's stream without generating the epochs before them (a resumed run
+    starts where the interrupted one stopped).
     """
     import tensorflow as tf
 
-    epochs = tf.data.Dataset.range(2**62 if repeat else 1)
+    per_epoch = len(range(shard_index, num_examples, num_shards))
+    first_epoch, skip_in_epoch = divmod(int(skip), per_epoch) if per_epoch else (0, 0)
+    if not repeat and first_epoch > 0:
+        return tf.data.Dataset.range(0)
+    epochs = tf.data.Dataset.range(first_epoch, 2**62 if repeat else 1)
 
     def one_epoch(epoch):
         order = tf.range(num_examples, dtype=tf.int64)
@@ -68,7 +75,7 @@ def epoch_indices(
             )
         return tf.data.Dataset.from_tensor_slices(order).shard(num_shards, shard_index)
 
-    return epochs.flat_map(one_epoch)
+    return epochs.flat_map(one_epoch).skip(skip_in_epoch)
 
 
 def with_shard_policy(ds: tf.data.Dataset, input_context, policy: str) -> tf.data.Dataset:
@@ -113,6 +120,7 @@ class DetectionDataset:
         seed: int = 0,
         repeat: bool = False,
         input_context: tf.distribute.InputContext | None = None,
+        skip: int = 0,
     ) -> tf.data.Dataset:
         """Raw examples (see the module docstring), in a deterministic order.
 
@@ -123,6 +131,7 @@ class DetectionDataset:
             repeat: epoch after epoch, forever.
             input_context: from ``strategy.distribute_datasets_from_function``; this input
                 pipeline then reads only its own shard.
+            skip: leave out the first ``skip`` examples of this shard's stream (resuming).
         """
         raise NotImplementedError
 

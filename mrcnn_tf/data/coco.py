@@ -408,6 +408,7 @@ class CocoDataset(DetectionDataset):
         seed: int = 0,
         repeat: bool = False,
         input_context: tf.distribute.InputContext | None = None,
+        skip: int = 0,
     ) -> tf.data.Dataset:
         """Raw examples, decoded in parallel (see :meth:`DetectionDataset.tf_dataset`).
 
@@ -428,6 +429,7 @@ class CocoDataset(DetectionDataset):
             repeat=repeat,
             num_shards=shards[0],
             shard_index=shards[1],
+            skip=skip,
         )
         spec = raw_example_spec(mask_size)
         keys = ("image", "image_id", "boxes", "classes", "masks")

@@ -176,6 +176,7 @@ class InputPipeline:
         training: bool,
         input_context: tf.distribute.InputContext | None = None,
         repeat: bool | None = None,
+        skip_batches: int = 0,
     ) -> tf.data.Dataset:
         """Batches of ``dataset`` (see the module docstring).
 
@@ -185,6 +186,9 @@ class InputPipeline:
             input_context: from ``strategy.distribute_datasets_from_function``: read this
                 pipeline's shard and batch ``batch_size / num_replicas_in_sync`` per replica.
             repeat: override the default (repeat while training).
+            skip_batches: start after this many batches (of this pipeline), with the same
+                examples and augmentations the uninterrupted stream would have had next: a
+                resumed run continues its data order exactly.
         """
         repeat = training if repeat is None else repeat
         batch = self.batch_size
@@ -196,6 +200,7 @@ class InputPipeline:
             seed=self.seed,
             repeat=repeat,
             input_context=input_context,
+            skip=skip_batches * batch,
         )
         pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
         base = tf.constant([self.seed, pipeline_id], tf.int64)
@@ -204,6 +209,8 @@ class InputPipeline:
             seed = tf.cast(tf.random.experimental.stateless_fold_in(base, index), tf.int32)
             return self.transform(example, seed, training)
 
-        ds = raw.enumerate().map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = raw.enumerate(start=skip_batches * batch).map(
+            transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
         ds = ds.padded_batch(batch, drop_remainder=training)
         return ds.prefetch(tf.data.AUTOTUNE)

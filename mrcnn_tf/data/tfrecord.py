@@ -285,11 +285,12 @@ class TFRecordDataset(DetectionDataset):
         seed: int = 0,
         repeat: bool = False,
         input_context: tf.distribute.InputContext | None = None,
+        skip: int = 0,
     ) -> tf.data.Dataset:
         """Raw examples (crowd regions left out), decoded in parallel; see :class:`DetectionDataset`.
 
         Files are split between input pipelines when there are at least as many files as
-        pipelines, records otherwise.
+        pipelines, records otherwise. ``skip`` reads and drops records (they are not decoded).
         """
         import tensorflow as tf
 
@@ -313,6 +314,8 @@ class TFRecordDataset(DetectionDataset):
             ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         if shuffle:
             ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if skip:
+            ds = ds.skip(skip)
         spec = raw_example_spec(mask_size)
 
         def decode(serialized):

@@ -47,6 +47,20 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
+class _LastValue(keras.metrics.Metric):
+    """A metric that shows the last value it was given (the learning rate in the progress bar)."""
+
+    def __init__(self, name: str = "learning_rate", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value", aggregation="mean")
+
+    def update_state(self, value):
+        self.value.assign(keras.ops.cast(value, self.dtype))
+
+    def result(self):
+        return self.value
+
+
 def _build(registry, spec, **offers):
     """Build ``spec``, passing those ``offers`` the entry declares as injected."""
     if isinstance(spec, (str, Mapping)):
@@ -193,6 +207,7 @@ class MaskRCNN(keras.Model):
             raise ValueError(f"MaskRCNN nms_backend must be one of {NMS_BACKENDS}, got '{nms_backend}'")
         self.nms_backend = nms_backend
         self.loss_trackers = [keras.metrics.Mean(name=f"{name}_loss") for name in LOSS_NAMES]
+        self.learning_rate_tracker = _LastValue(name="learning_rate")
 
     # ------------------------------------------------------------------------ forward
     def build(self, input_shape=None):
@@ -308,6 +323,8 @@ class MaskRCNN(keras.Model):
         terms = self.loss_terms(y_pred)
         for tracker, name in zip(self.loss_trackers, LOSS_NAMES, strict=True):
             tracker.update_state(terms[name])
+        if training and self.optimizer is not None:
+            self.learning_rate_tracker.update_state(self.optimizer.learning_rate)
         total = tf.add_n(list(terms.values()))
         if self.losses:
             total += tf.add_n([tf.cast(v, tf.float32) for v in self.losses])

@@ -1,0 +1,127 @@
+"""Detections in COCO results format, and the official COCO metrics from pycocotools.
+
+Model outputs live in the frame of the resized, padded input; COCO results live in the
+original image with the dataset's own category ids. :func:`detections_to_coco` maps one to
+the other; :func:`coco_metrics` runs ``COCOeval`` for ``bbox`` and ``segm``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+#: The 12 numbers of ``COCOeval.summarize()``, in its order.
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+IOU_TYPES = ("bbox", "segm")
+
+
+def _encode(mask: np.ndarray) -> dict:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def detections_to_coco(
+    outputs: Mapping[str, np.ndarray],
+    batch: Mapping[str, np.ndarray],
+    to_dataset_ids: Sequence[int],
+    mask_threshold: float = 0.5,
+) -> list[dict]:
+    """COCO result dicts for one batch of detections.
+
+    Args:
+        outputs: the model's inference outputs (NumPy): ``boxes [B, D, 4]`` ``[y1, x1, y2, x2]``
+            in input pixels, ``scores [B, D]``, ``classes [B, D]`` (1..K), ``num_detections [B]``
+            and optionally ``masks [B, D, M, M]`` box-relative probabilities.
+        batch: the evaluation batch: ``image_id [B]``, ``original_size [B, 2]`` and
+            ``image_scale [B, 2]`` (input pixels per original pixel, y and x).
+        to_dataset_ids: ``to_dataset_ids[k]`` is the dataset's category id of class ``k``
+            (index 0 unused), e.g. ``[0] + category_map.dataset_ids``.
+        mask_threshold: pasted masks are binarised at ``>=`` this.
+
+    Returns:
+        One dict per detection: ``image_id``, ``category_id``, ``bbox`` ``[x, y, w, h]`` in
+        original pixels (clipped to the image), ``score`` and, with masks, ``segmentation`` as
+        compressed RLE of the mask pasted into the original image.
+    """
+    from mrcnn_tf.ops.masks import paste_masks
+
+    results = []
+    for b in range(len(batch["image_id"])):
+        n = int(outputs["num_detections"][b])
+        if n == 0:
+            continue
+        height, width = (int(round(float(v))) for v in batch["original_size"][b])
+        sy, sx = (float(v) for v in batch["image_scale"][b])
+        boxes = np.asarray(outputs["boxes"][b, :n], np.float64) / np.array([sy, sx, sy, sx])
+        boxes = np.clip(boxes, 0.0, [height, width, height, width])
+        masks = None
+        if "masks" in outputs:
+            masks = paste_masks(
+                outputs["masks"][b, :n], boxes.astype(np.float32), (height, width), mask_threshold
+            )
+            masks = np.asarray(masks)
+        for i in range(n):
+            y1, x1, y2, x2 = boxes[i]
+            result = {
+                "image_id": int(batch["image_id"][b]),
+                "category_id": int(to_dataset_ids[int(outputs["classes"][b, i])]),
+                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                "score": float(outputs["scores"][b, i]),
+            }
+            if masks is not None:
+                result["segmentation"] = _encode(masks[i])
+            results.append(result)
+    return results
+
+
+def coco_metrics(
+    ground_truth: Mapping, results: Sequence[Mapping], iou_types: Sequence[str] = IOU_TYPES
+) -> tuple[dict[str, dict[str, float]], str]:
+    """Run ``COCOeval`` and return ``({iou_type: {AP: ..., AP50: ..., ...}}, summary text)``.
+
+    Args:
+        ground_truth: a COCO dict (``images``, ``annotations``, ``categories``), e.g. a
+            dataset's :meth:`~mrcnn_tf.data.base.DetectionDataset.coco_dict`.
+        results: COCO result dicts (see :func:`detections_to_coco`); may be empty (every AP is
+            then 0 and the summary says so; pycocotools itself cannot load an empty list).
+        iou_types: ``bbox`` and/or ``segm`` (segm needs ``segmentation`` in the results).
+
+    Values are pycocotools' (-1 where a number is undefined, e.g. no large objects).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = COCO()
+    gt.dataset = copy.deepcopy(dict(ground_truth))
+    gt.dataset.setdefault("annotations", [])
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    metrics: dict[str, dict[str, float]] = {}
+    lines = []
+    for iou_type in iou_types:
+        if iou_type not in IOU_TYPES:
+            raise ValueError(f"iou_type must be one of {IOU_TYPES}, got '{iou_type}'")
+        lines.append(f"{iou_type}:")
+        if not results:
+            metrics[iou_type] = dict.fromkeys(STAT_NAMES, 0.0)
+            lines.append("  no detections: every AP and AR is 0")
+            continue
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            dt = gt.loadRes(copy.deepcopy(list(results)))
+            evaluator = COCOeval(gt, dt, iou_type)
+            evaluator.evaluate()
+            evaluator.accumulate()
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            evaluator.summarize()
+        lines.extend("  " + line for line in summary.getvalue().splitlines() if line.strip())
+        metrics[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, evaluator.stats, strict=True)}
+    return metrics, "\n".join(lines)

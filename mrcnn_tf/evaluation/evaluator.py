@@ -1,0 +1,148 @@
+"""Run a detector over a dataset and score it with the COCO metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mrcnn_tf.evaluation.coco_metrics import IOU_TYPES, coco_metrics, detections_to_coco
+
+
+def prediction_picture(
+    image: np.ndarray, outputs: dict, b: int, names, score_threshold: float = 0.5
+) -> np.ndarray:
+    """Detections of image ``b`` of a batch drawn on its (unpadded) input image, uint8 ``[H, W, 3]``.
+
+    Args:
+        image: uint8 ``[H, W, 3]``, the model's input image without padding.
+        outputs: inference outputs of the batch (NumPy).
+        names: a callable from class id (1..K) to a name.
+        score_threshold: detections below this score are not drawn.
+    """
+    from mrcnn_tf.ops.masks import paste_masks
+    from mrcnn_tf.visualization import draw_instances
+
+    n = int(outputs["num_detections"][b])
+    keep = np.nonzero(outputs["scores"][b, :n] >= score_threshold)[0]
+    boxes = outputs["boxes"][b, keep]
+    masks = None
+    if len(keep) and "masks" in outputs:
+        masks = np.asarray(paste_masks(outputs["masks"][b, keep], boxes, image.shape[:2])).astype(bool)
+    labels = [
+        f"{names(int(c))} {s:.2f}"
+        for c, s in zip(outputs["classes"][b, keep], outputs["scores"][b, keep], strict=True)
+    ]
+    return draw_instances(image, boxes, labels, masks)
+
+
+class CocoEvaluator:
+    """COCO ``bbox`` and ``segm`` metrics of a model on a dataset (pycocotools).
+
+    Args:
+        dataset: a registered dataset (its ``coco_dict()`` is the ground truth, crowd
+            regions included; its category map turns class ids back into dataset ids).
+        pipeline: the :class:`~mrcnn_tf.data.pipeline.InputPipeline` (evaluation mode: resize and
+            pad only).
+        mask_threshold: pasted masks are binarised at ``>=`` this (0.5).
+        max_images: evaluate only the first ``max_images`` images (all when None).
+        iou_types: ``bbox`` and/or ``segm``.
+        num_pictures: how many prediction pictures :meth:`evaluate` returns (for TensorBoard).
+    """
+
+    def __init__(
+        self,
+        dataset,
+        pipeline,
+        *,
+        mask_threshold: float = 0.5,
+        max_images: int | None = None,
+        iou_types: Sequence[str] = IOU_TYPES,
+        num_pictures: int = 0,
+    ):
+        self.dataset = dataset
+        self.pipeline = pipeline
+        self.mask_threshold = float(mask_threshold)
+        self.max_images = max_images
+        self.iou_types = tuple(iou_types)
+        self.num_pictures = int(num_pictures)
+        self._predict_fns: dict[int, object] = {}
+
+    def _predict_fn(self, model):
+        import tensorflow as tf
+
+        key = id(model)
+        if key not in self._predict_fns:
+            spec = {
+                "images": tf.TensorSpec([None, None, None, 3], tf.uint8),
+                "image_size": tf.TensorSpec([None, 2], tf.float32),
+            }
+            self._predict_fns = {key: tf.function(lambda x: model(x, training=False), input_signature=[spec])}
+        return self._predict_fns[key]
+
+    def predict(self, model) -> tuple[list[dict], list[int], list[np.ndarray]]:
+        """Detections over the dataset: (COCO results, evaluated image ids, pictures)."""
+        ds = self.pipeline(self.dataset, training=False, repeat=False)
+        if self.max_images is not None:
+            ds = ds.take(math.ceil(self.max_images / self.pipeline.batch_size))
+        to_dataset = [0, *self.dataset.category_map.dataset_ids]
+        predict = self._predict_fn(model)
+        results, image_ids, pictures = [], [], []
+        for batch in ds:
+            outputs = predict({"images": batch["images"], "image_size": batch["image_size"]})
+            outputs = {k: v.numpy() for k, v in outputs.items()}
+            batch = {k: v.numpy() for k, v in batch.items()}
+            count = len(batch["image_id"])
+            if self.max_images is not None:
+                count = min(count, self.max_images - len(image_ids))
+                outputs = {k: v[:count] for k, v in outputs.items()}
+                batch = {k: v[:count] for k, v in batch.items()}
+            results.extend(detections_to_coco(outputs, batch, to_dataset, self.mask_threshold))
+            image_ids.extend(int(i) for i in batch["image_id"])
+            for b in range(count):
+                if len(pictures) < self.num_pictures:
+                    h, w = (int(v) for v in batch["image_size"][b])
+                    names = self.dataset.category_map.name
+                    pictures.append(prediction_picture(batch["images"][b][:h, :w], outputs, b, names))
+        return results, image_ids, pictures
+
+    def ground_truth(self, image_ids: Sequence[int] | None = None) -> dict:
+        """The dataset's COCO dict, restricted to ``image_ids`` when given."""
+        gt = self.dataset.coco_dict()
+        if image_ids is None:
+            return gt
+        keep = set(image_ids)
+        return {
+            **gt,
+            "images": [im for im in gt["images"] if im["id"] in keep],
+            "annotations": [a for a in gt.get("annotations", []) if a["image_id"] in keep],
+        }
+
+    def evaluate(self, model, out_dir: str | os.PathLike | None = None, step: int | None = None) -> dict:
+        """Predict, score, and (with ``out_dir``) write ``metrics.json`` and ``detections.json``.
+
+        Returns:
+            ``{"bbox": {...}, "segm": {...}, "summary": text, "num_images": n,
+            "num_detections": d, "pictures": [...]}``.
+        """
+        results, image_ids, pictures = self.predict(model)
+        metrics, summary = coco_metrics(self.ground_truth(image_ids), results, self.iou_types)
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            record = {**metrics, "num_images": len(image_ids), "num_detections": len(results)}
+            if step is not None:
+                record["step"] = int(step)
+            (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            (out / "detections.json").write_text(json.dumps(results) + "\n", encoding="utf-8")
+        return {
+            **metrics,
+            "summary": summary,
+            "num_images": len(image_ids),
+            "num_detections": len(results),
+            "pictures": pictures,
+        }

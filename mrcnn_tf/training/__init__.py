@@ -1,0 +1,1 @@
+"""Training: optimizers and schedules, strategies, callbacks, and the ``model.fit`` driver."""

@@ -1,0 +1,131 @@
+"""Keras callbacks of the trainer: checkpoints that survive ``kill -9``, a non-finite-loss guard,
+and COCO evaluation with prediction pictures in TensorBoard.
+
+A Keras "epoch" of the trainer is one *loop* of ``train.steps_per_loop`` optimizer steps;
+checkpoints are written at the end of each loop, so a resumed run always starts at a loop
+boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+def _step(model) -> int:
+    return int(model.optimizer.iterations.numpy())
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stop training at the first non-finite loss (``mode="stop"``), or report skipped steps.
+
+    In ``stop`` mode the step, the loss terms and the last good checkpoint are kept in
+    :attr:`failure` for the trainer's error message; the checkpoint callback saves nothing
+    once this guard has tripped. In ``skip`` mode the optimizer skips the update itself (see
+    :func:`mrcnn_tf.training.trainer.build_optimizer`) and this guard prints a warning once per loop.
+    """
+
+    def __init__(self, mode: str = "stop"):
+        super().__init__()
+        if mode not in ("stop", "skip"):
+            raise ValueError(f"nonfinite mode must be 'stop' or 'skip', got '{mode}'")
+        self.mode = mode
+        self.failure: dict | None = None
+        self._warned = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._warned = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        step = _step(self.model)
+        terms = {k: float(v) for k, v in logs.items() if k.endswith("_loss")}
+        if self.mode == "skip":
+            if not self._warned:
+                print(f"\nwarning: non-finite loss at step {step}; the update was skipped ({terms})")
+                self._warned = True
+            return
+        self.failure = {"step": step, "terms": terms}
+        self.model.stop_training = True
+
+    @property
+    def tripped(self) -> bool:
+        return self.failure is not None
+
+
+class LoopCheckpoint(keras.callbacks.Callback):
+    """Save model and optimizer state with a ``tf.train.CheckpointManager`` after every loop.
+
+    TensorFlow writes the checkpoint files first and the ``checkpoint`` index last, so a
+    process killed while saving leaves the previous checkpoint as the latest one.
+    """
+
+    def __init__(self, manager, guard: NonFiniteGuard | None = None):
+        super().__init__()
+        self.manager = manager
+        self.guard = guard
+        self.last_saved: str | None = manager.latest_checkpoint
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard is not None and self.guard.tripped and self.guard.mode == "stop":
+            return
+        self.last_saved = self.manager.save(checkpoint_number=_step(self.model))
+
+
+class CocoEvalCallback(keras.callbacks.Callback):
+    """COCO evaluation every ``every`` loops and after the last one (chief only).
+
+    Writes ``<out_dir>/step_<N>/metrics.json`` and ``detections.json``, appends to
+    ``<out_dir>/history.jsonl``, prints the COCO summary, and logs the AP values and
+    prediction pictures to TensorBoard under ``<log_dir>/eval``.
+    """
+
+    def __init__(self, evaluator, every: int, last_loop: int, out_dir, log_dir=None, verbose: bool = True):
+        super().__init__()
+        self.evaluator = evaluator
+        self.every = int(every)
+        self.last_loop = int(last_loop)
+        self.out_dir = Path(out_dir)
+        self.log_dir = log_dir
+        self.verbose = verbose
+        self.history: list[dict] = []
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loop = epoch + 1
+        if loop != self.last_loop and (self.every <= 0 or loop % self.every):
+            return
+        self.run(_step(self.model))
+
+    def run(self, step: int) -> dict:
+        result = self.evaluator.evaluate(self.model, self.out_dir / f"step_{step}", step=step)
+        record = {"step": step, **{t: result[t] for t in self.evaluator.iou_types}}
+        self.history.append(record)
+        with open(self.out_dir / "history.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.verbose:
+            print(f"\nCOCO evaluation at step {step} ({result['num_images']} images):\n{result['summary']}")
+        self._log(step, result)
+        return result
+
+    def _log(self, step: int, result: dict) -> None:
+        if self.log_dir is None:
+            return
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "eval"))
+        with self._writer.as_default(step=step):
+            for iou_type in self.evaluator.iou_types:
+                for name, value in result[iou_type].items():
+                    tf.summary.scalar(f"{iou_type}/{name}", value)
+            if result["pictures"]:
+                for k, picture in enumerate(result["pictures"]):
+                    tf.summary.image(f"predictions/{k}", np.asarray(picture)[None])
+        self._writer.flush()

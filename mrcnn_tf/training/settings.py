@@ -1,0 +1,103 @@
+"""The ``train:`` and ``evaluation:`` sections of a config, checked key by key."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from registry.errors import ConfigError
+
+MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def _from_section(cls, section: Mapping[str, Any] | None, name: str):
+    section = dict(section or {})
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in section:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), sorted(fields), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise ConfigError(
+                f"unknown key; {hint}known keys: {', '.join(sorted(fields))}", key=f"{name}.{key}"
+            )
+    return cls(**section)
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    """``train:``: how long, how often, and in which precision to train.
+
+    Attributes:
+        max_steps: optimizer steps in all.
+        steps_per_loop: steps between checkpoints (one Keras "epoch" and progress bar);
+            ``max_steps`` must be a multiple of it.
+        keep_checkpoints: how many recent checkpoints to keep.
+        eval_every: run the COCO evaluation every this many loops (0: only after the last).
+        reference_batch_size: when set, the schedule's learning rate is multiplied by
+            ``global batch / reference_batch_size`` (the linear scaling rule, Goyal et al. 2017).
+        nonfinite: ``stop`` (a non-finite loss stops the run with an error naming the step and
+            the last good checkpoint) or ``skip`` (the update of that step is skipped).
+        mixed_precision: ``mixed_float16`` (with dynamic loss scaling) or ``mixed_bfloat16``;
+            None or ``float32`` trains in float32.
+        jit_compile: compile the training step with XLA (use ``backend: gather`` RoI aligners).
+        log_every: steps between TensorBoard scalar writes.
+        num_pictures: prediction pictures logged to TensorBoard at each evaluation.
+    """
+
+    max_steps: int = 1000
+    steps_per_loop: int = 100
+    keep_checkpoints: int = 3
+    eval_every: int = 0
+    reference_batch_size: int | None = None
+    nonfinite: str = "stop"
+    mixed_precision: str | None = None
+    jit_compile: bool = False
+    log_every: int = 20
+    num_pictures: int = 4
+
+    def __post_init__(self):
+        if self.max_steps < 1 or self.steps_per_loop < 1:
+            raise ConfigError("train.max_steps and train.steps_per_loop must be positive")
+        self.steps_per_loop = min(self.steps_per_loop, self.max_steps)
+        if self.max_steps % self.steps_per_loop:
+            raise ConfigError(
+                f"train.max_steps ({self.max_steps}) must be a multiple of train.steps_per_loop "
+                f"({self.steps_per_loop}): checkpoints are written at the end of each loop",
+                key="train.max_steps",
+            )
+        if self.nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"must be 'stop' or 'skip', got {self.nonfinite!r}", key="train.nonfinite")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(
+                f"must be one of mixed_float16, mixed_bfloat16, float32, got {self.mixed_precision!r}",
+                key="train.mixed_precision",
+            )
+        if self.keep_checkpoints < 1:
+            raise ConfigError("must be at least 1", key="train.keep_checkpoints")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> TrainSettings:
+        return _from_section(cls, cfg.get("train"), "train")
+
+    @property
+    def num_loops(self) -> int:
+        return self.max_steps // self.steps_per_loop
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    """``evaluation:``: how the COCO evaluation runs.
+
+    Attributes:
+        mask_threshold: pasted mask probabilities are binarised at ``>=`` this.
+        max_images: evaluate the first ``max_images`` validation images only (None: all).
+    """
+
+    mask_threshold: float = 0.5
+    max_images: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> EvalSettings:
+        return _from_section(cls, cfg.get("evaluation"), "evaluation")

@@ -1,0 +1,225 @@
+"""Train a detector with ``model.fit`` under ``tf.distribute``: the ``mrcnn-tf train`` command.
+
+:func:`train` builds the model and the optimizer inside the strategy's scope, restores the
+latest checkpoint of the run directory if there is one (model, optimizer state and step:
+the learning-rate schedule and the data order continue where they stopped), and calls
+``model.fit`` one loop (``train.steps_per_loop`` steps) per Keras epoch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mrcnn_tf.training import workdir as run_files
+from mrcnn_tf.training.settings import EvalSettings, TrainSettings
+from registry.errors import ConfigError, UserError
+
+
+class TrainingError(UserError):
+    """Training stopped on a non-finite loss."""
+
+
+def build_optimizer(cfg: Mapping[str, Any], settings: TrainSettings, global_batch_size: int):
+    """The optimizer of ``cfg["optimizer"]`` driven by the schedule of ``cfg["schedule"]``.
+
+    The schedule's ``base_learning_rate`` is scaled by ``global_batch_size /
+    train.reference_batch_size`` when that is set; a cosine schedule without ``total_steps``
+    ends at ``train.max_steps``. ``train.nonfinite: skip`` (or ``mixed_float16``) wraps the
+    optimizer in Keras's ``LossScaleOptimizer``, which skips any step whose gradients are not
+    finite (with ``skip`` alone the loss scale starts at 1, so float32 results are unchanged).
+    """
+    import keras
+
+    from mrcnn_tf.registries import OPTIMIZERS, SCHEDULES
+    from mrcnn_tf.training.schedules import WarmupCosineDecay
+
+    opt_spec = dict(cfg.get("optimizer") or {"type": "SGD"})
+    if "learning_rate" in opt_spec:
+        raise ConfigError(
+            "set the learning rate as schedule.base_learning_rate (the schedule drives the optimizer)",
+            key="optimizer.learning_rate",
+        )
+    schedule = SCHEDULES.build(cfg.get("schedule") or {"type": "WarmupStepDecay"})
+    if isinstance(schedule, WarmupCosineDecay) and schedule.total_steps <= 0:
+        schedule = WarmupCosineDecay(**{**schedule.get_config(), "total_steps": settings.max_steps})
+    if settings.reference_batch_size:
+        schedule = schedule.scaled(global_batch_size / settings.reference_batch_size)
+    optimizer = OPTIMIZERS.build(opt_spec, learning_rate=schedule)
+    if settings.mixed_precision == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    if settings.nonfinite == "skip":
+        return keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=1.0)
+    return optimizer
+
+
+def _set_precision(settings: TrainSettings) -> None:
+    import keras
+
+    keras.config.set_dtype_policy(settings.mixed_precision or "float32")
+
+
+def train(
+    cfg: Mapping[str, Any],
+    workdir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    verbose: int | str = "auto",
+    strategy=None,
+) -> dict:
+    """Train (or resume training) the model of ``cfg`` in ``workdir``.
+
+    Args:
+        cfg: a loaded config (see :func:`mrcnn_tf.config.load_config`).
+        workdir: the run directory (see :mod:`mrcnn_tf.training.workdir`).
+        overwrite: delete an earlier run in ``workdir`` first (never done without it).
+        verbose: Keras ``fit`` verbosity (``auto``: a progress bar).
+        strategy: a ``tf.distribute`` strategy; default from ``runtime.strategy``.
+
+    Returns:
+        ``{"step", "weights", "metrics", "history", "loss_history"}``.
+
+    Raises:
+        TrainingError: a non-finite loss (``train.nonfinite: stop``), naming the step and the
+            last good checkpoint.
+        UserError: a finished run in ``workdir`` without ``overwrite``, bad config or data.
+    """
+    import keras
+    import tensorflow as tf
+
+    from mrcnn_tf import build_model
+    from mrcnn_tf.data.builder import build_dataset, build_input_pipeline, check_num_classes
+    from mrcnn_tf.evaluation.evaluator import CocoEvaluator
+    from mrcnn_tf.training.callbacks import CocoEvalCallback, LoopCheckpoint, NonFiniteGuard
+    from mrcnn_tf.training.strategy import build_strategy, is_chief
+    from registry.config import dump_config
+
+    runtime = dict(cfg.get("runtime") or {})
+    if strategy is None:
+        strategy = build_strategy(runtime.get("strategy", "auto"))
+    settings = TrainSettings.from_config(cfg)
+    eval_settings = EvalSettings.from_config(cfg)
+    workdir = Path(workdir)
+    chief = is_chief(strategy)
+    if chief:
+        run_files.prepare(workdir, dump_config(cfg), overwrite=overwrite)
+
+    train_data = build_dataset(cfg, "train")
+    check_num_classes(cfg, train_data)
+    val_data = build_dataset(cfg, "val") if (cfg.get("data") or {}).get("val") else None
+    pipeline = build_input_pipeline(cfg)
+    if chief:
+        train_data.category_map.save(workdir / "label_map.json")
+
+    _set_precision(settings)
+    keras.utils.set_random_seed(int(runtime.get("seed", 0)))
+    with strategy.scope():
+        model = build_model(cfg)
+        model.build()
+        optimizer = build_optimizer(cfg, settings, pipeline.batch_size)
+        model.compile(optimizer=optimizer, jit_compile=bool(settings.jit_compile))
+        optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    ckpt_dir = workdir / "checkpoints" if chief else _worker_scratch(workdir, strategy)
+    manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=settings.keep_checkpoints)
+    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    start = int(optimizer.iterations.numpy())
+    if start % settings.steps_per_loop:
+        raise UserError(f"{latest}: saved at step {start}, not at a multiple of train.steps_per_loop")
+    if verbose and latest:
+        print(f"resuming from {latest} (step {start} of {settings.max_steps})")
+
+    def dataset_fn(input_context=None):
+        # Each step takes one batch per replica from this worker's pipeline.
+        per_step = (
+            input_context.num_replicas_in_sync // input_context.num_input_pipelines if input_context else 1
+        )
+        return pipeline(train_data, training=True, input_context=input_context, skip_batches=start * per_step)
+
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        data = dataset_fn()
+    else:
+        data = strategy.distribute_datasets_from_function(dataset_fn)
+
+    guard = NonFiniteGuard(settings.nonfinite)
+    saver = LoopCheckpoint(manager, guard)
+    callbacks: list = [guard, saver]
+    evaluator_cb = None
+    if chief:
+        log_dir = workdir / "logs" if importlib.util.find_spec("tensorboard") else None
+        if log_dir is None:
+            print("warning: the tensorboard package is not installed; no TensorBoard logs are written")
+        else:
+            callbacks.append(
+                keras.callbacks.TensorBoard(str(log_dir), update_freq=settings.log_every, write_graph=False)
+            )
+        if val_data is not None:
+            evaluator = CocoEvaluator(
+                val_data,
+                pipeline,
+                mask_threshold=eval_settings.mask_threshold,
+                max_images=eval_settings.max_images,
+                num_pictures=settings.num_pictures,
+            )
+            evaluator_cb = CocoEvalCallback(
+                evaluator,
+                settings.eval_every,
+                settings.num_loops,
+                workdir / "eval",
+                log_dir,
+                verbose=bool(verbose),
+            )
+            callbacks.append(evaluator_cb)
+    history = {}
+    if start < settings.max_steps:
+        fit = model.fit(
+            data,
+            epochs=settings.num_loops,
+            initial_epoch=start // settings.steps_per_loop,
+            steps_per_epoch=settings.steps_per_loop,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        history = fit.history
+    if guard.tripped:
+        failure = guard.failure
+        last = saver.last_saved or "none (no loop finished)"
+        raise TrainingError(
+            f"the loss became non-finite at step {failure['step']} (loss terms over the current loop: "
+            f"{failure['terms']}); training stopped and nothing after the last good checkpoint was saved. "
+            f"Last good checkpoint: {last}. Lower schedule.base_learning_rate, set optimizer.clipnorm, "
+            "check the data (`mrcnn-tf data check`), or set train.nonfinite=skip; then run the same command "
+            "to resume from that checkpoint"
+        )
+    step = int(optimizer.iterations.numpy())
+    weights = workdir / run_files.WEIGHTS
+    metrics = None
+    if chief:
+        if evaluator_cb is not None:
+            if not evaluator_cb.history:  # resumed after the last loop: evaluate once now
+                evaluator_cb.set_model(model)
+                evaluator_cb.run(step)
+            metrics = {k: v for k, v in evaluator_cb.history[-1].items() if k != "step"}
+        model.save_weights(str(weights))
+        run_files.write_state(workdir, finished=True, step=step, weights=str(weights), metrics=metrics)
+    return {
+        "step": step,
+        "weights": str(weights),
+        "metrics": metrics,
+        "history": evaluator_cb.history if evaluator_cb else [],
+        "loss_history": history,
+        "model": model,
+    }
+
+
+def _worker_scratch(workdir: Path, strategy) -> Path:
+    """Where a non-chief worker writes its (discarded) checkpoint copies."""
+    import tempfile
+
+    resolver = strategy.cluster_resolver
+    return Path(tempfile.mkdtemp(prefix=f"mrcnn_tf_worker{resolver.task_id}_"))

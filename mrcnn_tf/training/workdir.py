@@ -1,0 +1,123 @@
+"""The files of a training run, and loading trained weights.
+
+A run directory holds::
+
+    config.yaml          the resolved config (a resumed run must use the same one)
+    label_map.json       class ids, names and the dataset's category ids
+    checkpoints/         ckpt-<step>: model and optimizer state after each loop (kept: a few)
+    logs/                TensorBoard: losses, learning rate, COCO AP, prediction pictures
+    eval/step_<N>/       metrics.json and detections.json of each evaluation
+    model.weights.h5     the final weights (written once, when training finishes)
+    train_state.json     {"finished": true, "step": N} once finished
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from registry.errors import ConfigError, UserError
+
+#: What a run writes; ``--overwrite`` removes exactly these (nothing else in the directory).
+RUN_FILES = (
+    "config.yaml",
+    "label_map.json",
+    "checkpoints",
+    "logs",
+    "eval",
+    "model.weights.h5",
+    "train_state.json",
+)
+WEIGHTS = "model.weights.h5"
+STATE = "train_state.json"
+
+
+def read_state(workdir: str | os.PathLike) -> dict:
+    """``train_state.json`` of a run, or ``{}``."""
+    path = Path(workdir) / STATE
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_state(workdir: str | os.PathLike, **state) -> None:
+    path = Path(workdir) / STATE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def prepare(workdir: str | os.PathLike, config_text: str, *, overwrite: bool) -> None:
+    """Get ``workdir`` ready: refuse to touch a finished run unless ``overwrite``; save the config.
+
+    Raises:
+        UserError: the run finished (weights would be replaced) or holds a different config.
+    """
+    workdir = Path(workdir)
+    if overwrite:
+        for name in RUN_FILES:
+            path = workdir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    state = read_state(workdir)
+    if state.get("finished"):
+        raise UserError(
+            f"{workdir} holds a finished run (step {state.get('step')}, weights {workdir / WEIGHTS}); "
+            "nothing was changed. Evaluate or export it, choose another --workdir, or pass --overwrite "
+            "to delete that run and train again"
+        )
+    path = workdir / "config.yaml"
+    if path.exists() and path.read_text(encoding="utf-8") != config_text:
+        raise ConfigError(
+            f"{path} holds a different config, so this run cannot resume from its checkpoints; choose "
+            "another --workdir, or pass --overwrite to delete that run and start again"
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(config_text, encoding="utf-8")
+
+
+def load_weights(model, path: str | os.PathLike) -> str:
+    """Load trained weights into a built ``model``; returns what was loaded.
+
+    ``path`` may be a ``.weights.h5`` file, a checkpoint prefix (``.../checkpoints/ckpt-500``),
+    a ``checkpoints/`` directory (its latest checkpoint), or a run directory (its final
+    weights, else its latest checkpoint).
+
+    Raises:
+        UserError: nothing loadable at ``path``, or weights that do not fit the model.
+    """
+    import tensorflow as tf
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / WEIGHTS).is_file():
+            path = path / WEIGHTS
+        else:
+            latest = tf.train.latest_checkpoint(str(path / "checkpoints")) or tf.train.latest_checkpoint(
+                str(path)
+            )
+            if latest is None:
+                raise UserError(
+                    f"{path}: no {WEIGHTS} and no checkpoint in it; pass a weights file or a run directory"
+                )
+            path = Path(latest)
+    if path.name.endswith(".h5"):
+        if not path.is_file():
+            raise UserError(f"{path}: weights file not found")
+        try:
+            model.load_weights(str(path))
+        except ValueError as exc:
+            raise UserError(f"{path}: these weights do not fit the model of this config ({exc})") from exc
+        return str(path)
+    if not Path(f"{path}.index").is_file():
+        raise UserError(f"{path}: not a weights file (.weights.h5), checkpoint prefix or run directory")
+    status = tf.train.Checkpoint(model=model).restore(str(path))
+    try:
+        status.expect_partial().assert_existing_objects_matched()
+    except AssertionError as exc:
+        raise UserError(f"{path}: this checkpoint does not fit the model of this config ({exc})") from exc
+    return str(path)
