@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from mrcnn_tf import __version__
 from mrcnn_tf.cli_data import add_data_commands
+from mrcnn_tf.cli_train import add_train_commands
 from registry.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -21,8 +22,6 @@ EXIT_NOT_IMPLEMENTED = 3
 
 #: Subcommands that arrive with later work, and where they are tracked.
 PLANNED = {
-    "train": "training with model.fit under tf.distribute (issue #5)",
-    "evaluate": "COCO evaluation (issue #5)",
     "predict": "prediction with pictures (issue #6)",
     "export": "SavedModel export for TF Serving (issue #6)",
 }
@@ -136,81 +135,6 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_resolved_config(cfg: dict, workdir: str) -> str:
-    """Write ``workdir/config.yaml``; an existing, different file is never overwritten."""
-    from pathlib import Path
-
-    from registry.config import dump_config
-    from registry.errors import ConfigError
-
-    path = Path(workdir) / "config.yaml"
-    text = dump_config(cfg)
-    if path.exists() and path.read_text(encoding="utf-8") != text:
-        raise ConfigError(
-            f"{path} already holds a different config; choose another --workdir "
-            "(or remove that run yourself) so that nothing of the earlier run is overwritten"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return str(path)
-
-
-def _synthetic_data_in(cfg: dict, workdir: str) -> None:
-    """Generate the demo's synthetic dataset inside the workdir unless the config says where."""
-    import os
-
-    for split in ("train", "val"):
-        spec = (cfg.get("data") or {}).get(split)
-        if isinstance(spec, dict) and spec.get("type") == "SyntheticDataset" and not spec.get("root"):
-            spec["root"] = os.path.join(workdir, "synthetic")
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job (until training lands): data, a few training steps, inference, pictures."""
-    _import_framework(args.debug)
-    import keras
-    import numpy as np
-
-    from mrcnn_tf import build_model
-    from mrcnn_tf.config import load_config
-    from mrcnn_tf.data.builder import build_dataset, build_input_pipeline, check_num_classes
-
-    cfg = load_config(args.config, _flatten(args.set))
-    _synthetic_data_in(cfg, args.workdir)
-    saved = _save_resolved_config(cfg, args.workdir)
-    train = build_dataset(cfg, "train")
-    counts = train.report.counts
-    check_num_classes(cfg, train)
-    print(f"mrcnn-tf demo ({args.config})")
-    print(
-        f"  data: {counts['images']} training images, {counts['instances']} instances ({train.annotations})"
-    )
-    pipeline = build_input_pipeline(cfg)
-    model = build_model(cfg)
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, clipnorm=10.0))
-    history = model.fit(
-        pipeline(train, training=True), steps_per_epoch=args.steps, epochs=1, verbose=2, shuffle=False
-    )
-    logs = {k: v[-1] for k, v in history.history.items()}
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    print(
-        f"  model: {type(model).__name__} with {cfg['model']['backbone']['type']}, "
-        f"{model.count_params():,} parameters ({trainable:,} trainable)"
-    )
-    print(f"  {args.steps} training steps: " + ", ".join(f"{k} {float(v):.3f}" for k, v in logs.items()))
-    val = build_dataset(cfg, "val")
-    batch = next(iter(pipeline(val, training=False)))
-    detections = model.predict_on_batch({"images": batch["images"], "image_size": batch["image_size"]})
-    size = "x".join(str(int(v)) for v in batch["image_size"][0])
-    print(f"  inference on {size}: {int(detections['num_detections'][0])} detections (barely trained)")
-    print(f"  resolved config: {saved}")
-    print(
-        "The full demo (train to convergence, evaluate, export, predict, write pictures) "
-        "arrives with the training issue (#5)."
-    )
-    return 0
-
-
 def cmd_planned(args: argparse.Namespace) -> int:
     """Subcommands that are not implemented yet: validate the config if given, then say so."""
     if getattr(args, "config", None):
@@ -268,18 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("config", help="a YAML file or the name of a bundled config")
     show.set_defaults(func=cmd_config_show)
 
-    p = sub.add_parser(
-        "demo",
-        parents=[common, overrides],
-        help="the main job: train on the built-in synthetic dataset, evaluate, export, predict",
-    )
-    p.add_argument(
-        "--config", default="mask_rcnn_r18_fpn_synthetic", help="config to run (default: %(default)s)"
-    )
-    p.add_argument("--workdir", default="work_dirs/demo", help="where outputs go (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=10, help="training steps (default: %(default)s)")
-    p.set_defaults(func=cmd_demo)
-
+    add_train_commands(sub, common, overrides, _Parser, _with_framework)
     add_data_commands(sub, common, overrides, _Parser, _with_framework)
 
     for name, what in PLANNED.items():

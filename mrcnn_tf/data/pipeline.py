@@ -11,6 +11,8 @@ reads, so ``model.fit(pipeline(dataset, training=True))`` works as it is:
   ``gt_masks``: uint8 ``[B, N, S, S]`` cropped to ``gt_mask_boxes`` float32 ``[B, N, 4]``,
   which equal ``gt_boxes`` unless a scale-jitter crop cut the box (then they reach outside the
   image, and the mask stays exact); ``N = max_instances``.
+- ``sample_seed``: int32 ``[B, 2]`` (training): each example's seed for the model's anchor and
+  RoI sampling, so that training does not depend on how batches are split between replicas.
 
 Evaluation batches (``training=False``) add ``image_id`` int64 ``[B]``, ``original_size``
 float32 ``[B, 2]`` and ``image_scale`` float32 ``[B, 2]`` (output pixels per original pixel,
@@ -162,7 +164,9 @@ class InputPipeline:
             "gt_masks": instances["masks"],
             "gt_mask_boxes": instances["mask_boxes"],
         }
-        if not training:
+        if training:  # the model's anchor/RoI sampling seed: a function of this example only
+            out["sample_seed"] = tf.cast(tf.random.experimental.stateless_fold_in(seed, 7), tf.int32)
+        else:
             out["image_id"] = example["image_id"]
             out["original_size"] = tf.cast(shape[:2], tf.float32)
             out["image_scale"] = ratio

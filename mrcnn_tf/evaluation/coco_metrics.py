@@ -57,7 +57,7 @@ def detections_to_coco(
         n = int(outputs["num_detections"][b])
         if n == 0:
             continue
-        height, width = (int(round(float(v))) for v in batch["original_size"][b])
+        height, width = (round(float(v)) for v in batch["original_size"][b])
         sy, sx = (float(v) for v in batch["image_scale"][b])
         boxes = np.asarray(outputs["boxes"][b, :n], np.float64) / np.array([sy, sx, sy, sx])
         boxes = np.clip(boxes, 0.0, [height, width, height, width])

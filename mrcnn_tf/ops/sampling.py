@@ -67,8 +67,24 @@ def label_by_iou(
     return tf.cast(labels, tf.int32)
 
 
+def row_uniform(shape: tf.Tensor, seeds: tf.Tensor | None) -> tf.Tensor:
+    """Uniform [0, 1) values ``[B, N]``; row ``b`` is a pure function of ``seeds[b]`` when given.
+
+    With per-example seeds the sampling of an image does not depend on which other images
+    share its batch or replica, so training is reproducible across replica counts.
+    """
+    if seeds is None:
+        return tf.random.uniform(shape, 0.0, 1.0)
+    seeds = tf.cast(seeds, tf.int32)
+    return tf.map_fn(
+        lambda seed: tf.random.stateless_uniform(shape[1:], seed=seed),
+        seeds,
+        fn_output_signature=tf.float32,
+    )
+
+
 def balanced_sample(
-    labels: tf.Tensor, num_samples: int, positive_fraction: float
+    labels: tf.Tensor, num_samples: int, positive_fraction: float, seeds: tf.Tensor | None = None
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Pick ``num_samples`` of each image's labelled boxes at random, positives first.
 
@@ -80,6 +96,7 @@ def balanced_sample(
         labels: ``[B, N]`` int32 from :func:`label_by_iou` (1, 0 or -1).
         num_samples: samples per image (256 anchors for the RPN, 512 RoIs for the heads).
         positive_fraction: the largest share of positives (0.5 RPN, 0.25 heads).
+        seeds: optional int32 ``[B, 2]`` per-image seeds (see :func:`row_uniform`).
 
     Returns:
         ``(indices [B, S] int32, positive [B, S] bool, valid [B, S] bool)`` with
@@ -94,7 +111,7 @@ def balanced_sample(
         n = int(num_samples)
     num_samples = min(int(num_samples), n)
     max_pos = min(int(num_samples * positive_fraction), n)
-    rand = tf.random.uniform(tf.shape(labels), 0.0, 1.0)
+    rand = row_uniform(tf.shape(labels), seeds)
     is_pos = tf.equal(labels, POSITIVE)
     is_neg = tf.equal(labels, NEGATIVE)
     batch = tf.shape(labels)[0]

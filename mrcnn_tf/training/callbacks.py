@@ -60,22 +60,25 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 class LoopCheckpoint(keras.callbacks.Callback):
-    """Save model and optimizer state with a ``tf.train.CheckpointManager`` after every loop.
+    """Save model and optimizer state after every loop (see :mod:`mrcnn_tf.training.checkpoints`).
 
-    TensorFlow writes the checkpoint files first and the ``checkpoint`` index last, so a
-    process killed while saving leaves the previous checkpoint as the latest one.
+    ``store`` is None on the workers of a multi-worker run other than the chief: they save
+    nothing (their variables equal the chief's).
     """
 
-    def __init__(self, manager, guard: NonFiniteGuard | None = None):
+    def __init__(self, store, guard: NonFiniteGuard | None = None):
         super().__init__()
-        self.manager = manager
+        self.store = store
         self.guard = guard
-        self.last_saved: str | None = manager.latest_checkpoint
+        latest = store.latest() if store is not None else None
+        self.last_saved: str | None = str(latest[1]) if latest else None
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.guard is not None and self.guard.tripped and self.guard.mode == "stop":
+        if self.store is None or (
+            self.guard is not None and self.guard.tripped and self.guard.mode == "stop"
+        ):
             return
-        self.last_saved = self.manager.save(checkpoint_number=_step(self.model))
+        self.last_saved = str(self.store.save(self.model, _step(self.model)))
 
 
 class CocoEvalCallback(keras.callbacks.Callback):

@@ -94,6 +94,7 @@ def train(
     from mrcnn_tf.data.builder import build_dataset, build_input_pipeline, check_num_classes
     from mrcnn_tf.evaluation.evaluator import CocoEvaluator
     from mrcnn_tf.training.callbacks import CocoEvalCallback, LoopCheckpoint, NonFiniteGuard
+    from mrcnn_tf.training.checkpoints import CheckpointStore
     from mrcnn_tf.training.strategy import build_strategy, is_chief
     from registry.config import dump_config
 
@@ -122,17 +123,17 @@ def train(
         optimizer = build_optimizer(cfg, settings, pipeline.batch_size)
         model.compile(optimizer=optimizer, jit_compile=bool(settings.jit_compile))
         optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    ckpt_dir = workdir / "checkpoints" if chief else _worker_scratch(workdir, strategy)
-    manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=settings.keep_checkpoints)
-    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-    start = int(optimizer.iterations.numpy())
+    store = CheckpointStore(workdir / "checkpoints", keep=settings.keep_checkpoints)
+    latest = store.latest()
+    start = store.restore(model)
+    if start != int(optimizer.iterations.numpy()):
+        raise UserError(
+            f"{latest[1]}: the optimizer state in it is for step {int(optimizer.iterations.numpy())}"
+        )
     if start % settings.steps_per_loop:
-        raise UserError(f"{latest}: saved at step {start}, not at a multiple of train.steps_per_loop")
+        raise UserError(f"{latest[1]}: saved at step {start}, not at a multiple of train.steps_per_loop")
     if verbose and latest:
-        print(f"resuming from {latest} (step {start} of {settings.max_steps})")
+        print(f"resuming from {latest[1]} (step {start} of {settings.max_steps})")
 
     def dataset_fn(input_context=None):
         # Each step takes one batch per replica from this worker's pipeline.
@@ -147,7 +148,7 @@ def train(
         data = strategy.distribute_datasets_from_function(dataset_fn)
 
     guard = NonFiniteGuard(settings.nonfinite)
-    saver = LoopCheckpoint(manager, guard)
+    saver = LoopCheckpoint(store if chief else None, guard)
     callbacks: list = [guard, saver]
     evaluator_cb = None
     if chief:
@@ -179,6 +180,7 @@ def train(
     if start < settings.max_steps:
         fit = model.fit(
             data,
+            shuffle=False,
             epochs=settings.num_loops,
             initial_epoch=start // settings.steps_per_loop,
             steps_per_epoch=settings.steps_per_loop,
@@ -215,11 +217,3 @@ def train(
         "loss_history": history,
         "model": model,
     }
-
-
-def _worker_scratch(workdir: Path, strategy) -> Path:
-    """Where a non-chief worker writes its (discarded) checkpoint copies."""
-    import tempfile
-
-    resolver = strategy.cluster_resolver
-    return Path(tempfile.mkdtemp(prefix=f"mrcnn_tf_worker{resolver.task_id}_"))

@@ -4,7 +4,7 @@ A run directory holds::
 
     config.yaml          the resolved config (a resumed run must use the same one)
     label_map.json       class ids, names and the dataset's category ids
-    checkpoints/         ckpt-<step>: model and optimizer state after each loop (kept: a few)
+    checkpoints/         ckpt-<step>.weights.h5: model and optimizer state after each loop (a few kept)
     logs/                TensorBoard: losses, learning rate, COCO AP, prediction pictures
     eval/step_<N>/       metrics.json and detections.json of each evaluation
     model.weights.h5     the final weights (written once, when training finishes)
@@ -81,43 +81,34 @@ def prepare(workdir: str | os.PathLike, config_text: str, *, overwrite: bool) ->
 
 
 def load_weights(model, path: str | os.PathLike) -> str:
-    """Load trained weights into a built ``model``; returns what was loaded.
+    """Load trained weights into a built ``model``; returns the file loaded.
 
-    ``path`` may be a ``.weights.h5`` file, a checkpoint prefix (``.../checkpoints/ckpt-500``),
-    a ``checkpoints/`` directory (its latest checkpoint), or a run directory (its final
-    weights, else its latest checkpoint).
+    ``path`` may be a ``.weights.h5`` file (final weights or a checkpoint), a ``checkpoints/``
+    directory (its latest checkpoint), or a run directory (its final weights, else its latest
+    checkpoint).
 
     Raises:
         UserError: nothing loadable at ``path``, or weights that do not fit the model.
     """
-    import tensorflow as tf
+    from mrcnn_tf.training.checkpoints import CheckpointStore
 
     path = Path(path)
     if path.is_dir():
+        latest = CheckpointStore(path / "checkpoints").latest() or CheckpointStore(path).latest()
         if (path / WEIGHTS).is_file():
             path = path / WEIGHTS
+        elif latest is not None:
+            path = latest[1]
         else:
-            latest = tf.train.latest_checkpoint(str(path / "checkpoints")) or tf.train.latest_checkpoint(
-                str(path)
+            raise UserError(
+                f"{path}: no {WEIGHTS} and no checkpoint in it; pass a weights file or a run directory"
             )
-            if latest is None:
-                raise UserError(
-                    f"{path}: no {WEIGHTS} and no checkpoint in it; pass a weights file or a run directory"
-                )
-            path = Path(latest)
-    if path.name.endswith(".h5"):
-        if not path.is_file():
-            raise UserError(f"{path}: weights file not found")
-        try:
-            model.load_weights(str(path))
-        except ValueError as exc:
-            raise UserError(f"{path}: these weights do not fit the model of this config ({exc})") from exc
-        return str(path)
-    if not Path(f"{path}.index").is_file():
-        raise UserError(f"{path}: not a weights file (.weights.h5), checkpoint prefix or run directory")
-    status = tf.train.Checkpoint(model=model).restore(str(path))
+    if not path.is_file():
+        raise UserError(f"{path}: weights file not found")
+    if not path.name.endswith(".weights.h5"):
+        raise UserError(f"{path}: not a .weights.h5 file or a run directory")
     try:
-        status.expect_partial().assert_existing_objects_matched()
-    except AssertionError as exc:
-        raise UserError(f"{path}: this checkpoint does not fit the model of this config ({exc})") from exc
+        model.load_weights(str(path))
+    except ValueError as exc:
+        raise UserError(f"{path}: these weights do not fit the model of this config ({exc})") from exc
     return str(path)

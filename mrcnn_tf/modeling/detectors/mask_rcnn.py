@@ -115,7 +115,10 @@ class MaskRCNN(keras.Model):
             pixels, ``gt_classes`` ``[B, G]`` int32 (1..K, 0 = padding) and ``gt_masks``
             ``[B, G, S, S]`` masks cropped to their boxes (see :mod:`mrcnn_tf.ops.masks`) — or,
             if given, to ``gt_mask_boxes`` ``[B, G, 4]`` (boxes before a crop cut them, which
-            may reach outside the image; the input pipeline's scale jitter sends these).
+            may reach outside the image; the input pipeline's scale jitter sends these), and
+            optionally ``sample_seed`` int32 ``[B, 2]``: per-example seeds of the anchor and RoI
+            sampling (the pipeline sends them; results then do not depend on how a batch is
+            split between replicas).
         training: training returns the tensors the losses need (see ``compute_loss``);
             inference returns the detections.
 
@@ -266,9 +269,14 @@ class MaskRCNN(keras.Model):
             raise ValueError(f"MaskRCNN training needs {missing} in its inputs (got {sorted(inputs)})")
         gt_boxes = tf.cast(inputs["gt_boxes"], tf.float32)
         gt_classes = tf.cast(inputs["gt_classes"], tf.int32)
-        out = target_ops.rpn_outputs(self.anchor_labeler, anchors, objectness, deltas, gt_boxes, gt_classes)
+        seeds = inputs.get("sample_seed")
+        out = target_ops.rpn_outputs(
+            self.anchor_labeler, anchors, objectness, deltas, gt_boxes, gt_classes, seeds
+        )
         boxes, _, valid = proposals
-        samples = self.roi_sampler(boxes, valid, gt_boxes, gt_classes)
+        samples = self.roi_sampler(
+            boxes, valid, gt_boxes, gt_classes, **target_ops.seeded_kwargs(self.roi_sampler, seeds, 2)
+        )
         head = self.box_head(self.box_roi_aligner(pyramid, samples["rois"]), training=True)
         out.update(target_ops.box_outputs(head, samples))
         m = min(self.roi_sampler.max_positives, samples["rois"].shape[1])

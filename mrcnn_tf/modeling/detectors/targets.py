@@ -6,6 +6,7 @@ Each ``*_outputs`` function returns a flat dict of tensors (the detector's train
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 
 import tensorflow as tf
@@ -17,20 +18,36 @@ def _levels(d: Mapping[str, tf.Tensor]) -> list[str]:
     return sorted(d, key=lambda k: int(k[1:]))
 
 
-def rpn_outputs(labeler, anchors, objectness, deltas, gt_boxes, gt_classes) -> dict[str, tf.Tensor]:
+def seeded_kwargs(layer, seeds, salt: int) -> dict:
+    """``{"seeds": ...}`` for layers whose ``call`` takes per-example seeds (plugins may not)."""
+    if seeds is None or "seeds" not in inspect.signature(layer.call).parameters:
+        return {}
+    seeds = tf.cast(seeds, tf.int32)
+    return {"seeds": tf.map_fn(lambda s: tf.random.experimental.stateless_fold_in(s, salt), seeds)}
+
+
+def rpn_outputs(
+    labeler, anchors, objectness, deltas, gt_boxes, gt_classes, seeds=None
+) -> dict[str, tf.Tensor]:
     """RPN predictions at the sampled anchors and their targets.
 
     Args:
         labeler: the anchor labeler; anchors ``{level: [N_l, 4]}``; objectness
             ``{level: [B, N_l]}``; deltas ``{level: [B, N_l, 4]}``; gt_boxes ``[B, G, 4]``;
-            gt_classes ``[B, G]`` (0 = padding).
+            gt_classes ``[B, G]`` (0 = padding); seeds: optional int32 ``[B, 2]`` per-example
+            sampling seeds.
 
     Returns:
         ``rpn_logits [B, S]``, ``rpn_deltas [B, S, 4]``, ``rpn_box_targets [B, S, 4]``,
         ``rpn_positive [B, S]`` and ``rpn_valid [B, S]`` (S anchors sampled per image).
     """
     keys = _levels(anchors)
-    targets = labeler(tf.concat([anchors[k] for k in keys], axis=0), gt_boxes, gt_classes > 0)
+    targets = labeler(
+        tf.concat([anchors[k] for k in keys], axis=0),
+        gt_boxes,
+        gt_classes > 0,
+        **seeded_kwargs(labeler, seeds, 1),
+    )
     logits = tf.concat([tf.cast(objectness[k], tf.float32) for k in keys], axis=1)
     box_deltas = tf.concat([tf.cast(deltas[k], tf.float32) for k in keys], axis=1)
     return {

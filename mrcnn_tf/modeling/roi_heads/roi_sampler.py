@@ -68,7 +68,7 @@ class RoISampler(keras.layers.Layer):
         """Slots that can hold positives (the mask head's RoIs per image in training)."""
         return max(int(self.num_samples * self.positive_fraction), 1)
 
-    def call(self, proposals, proposal_valid, gt_boxes, gt_classes):
+    def call(self, proposals, proposal_valid, gt_boxes, gt_classes, seeds=None):
         gt_boxes = tf.cast(gt_boxes, tf.float32)
         gt_classes = tf.cast(gt_classes, tf.int32)
         gt_valid = gt_classes > 0
@@ -81,7 +81,7 @@ class RoISampler(keras.layers.Layer):
         labels = sampling.label_by_iou(max_iou, self.positive_threshold, self.negative_threshold)
         labels = tf.where(valid, labels, sampling.IGNORE)
         indices, positive, sampled = sampling.balanced_sample(
-            labels, self.num_samples, self.positive_fraction
+            labels, self.num_samples, self.positive_fraction, seeds
         )
         rois = tf.gather(boxes, indices, batch_dims=1)
         matched = tf.gather(matched, indices, batch_dims=1)

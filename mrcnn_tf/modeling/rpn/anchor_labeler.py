@@ -62,7 +62,7 @@ class AnchorLabeler(keras.layers.Layer):
         self.positive_fraction = float(positive_fraction)
         self.box_weights = tuple(float(w) for w in box_weights)
 
-    def call(self, anchors, gt_boxes, gt_valid):
+    def call(self, anchors, gt_boxes, gt_valid, seeds=None):
         gt_boxes = tf.cast(gt_boxes, tf.float32)
         batch = tf.shape(gt_boxes)[0]
         tiled = tf.tile(tf.cast(anchors, tf.float32)[None], [batch, 1, 1])
@@ -70,7 +70,9 @@ class AnchorLabeler(keras.layers.Layer):
         labels = sampling.label_by_iou(
             max_iou, self.positive_threshold, self.negative_threshold, iou, self.allow_low_quality_matches
         )
-        indices, positive, valid = sampling.balanced_sample(labels, self.num_samples, self.positive_fraction)
+        indices, positive, valid = sampling.balanced_sample(
+            labels, self.num_samples, self.positive_fraction, seeds
+        )
         sampled_anchors = tf.gather(tf.cast(anchors, tf.float32), indices)
         matched_gt = tf.gather(gt_boxes, tf.gather(matched, indices, batch_dims=1), batch_dims=1)
         targets = box_ops.encode_boxes(matched_gt, sampled_anchors, self.box_weights)

@@ -1,0 +1,188 @@
+"""``mrcnn-tf train``, ``evaluate`` and ``demo``: the main job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+__all__ = ["add_train_commands"]
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    return [v for group in (args.set or []) for v in group]
+
+
+def _synthetic_data_in(cfg: dict, workdir: str) -> None:
+    """Generate the synthetic dataset inside the workdir unless the config says where."""
+    for split in ("train", "val"):
+        spec = (cfg.get("data") or {}).get(split)
+        if isinstance(spec, dict) and spec.get("type") == "SyntheticDataset" and not spec.get("root"):
+            spec["root"] = os.path.join(workdir, "synthetic")
+
+
+def _print_metrics(metrics: dict | None, indent: str = "  ") -> None:
+    if not metrics:
+        return
+    for iou_type in ("bbox", "segm"):
+        if iou_type in metrics:
+            m = metrics[iou_type]
+            print(f"{indent}{iou_type}: AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train (or resume) a model with model.fit; see mrcnn_tf.training.trainer."""
+    from mrcnn_tf.config import load_config
+    from mrcnn_tf.training.trainer import train
+
+    overrides = _overrides(args)
+    if args.strategy:
+        overrides.append(f"runtime.strategy={args.strategy}")
+    cfg = load_config(args.config, overrides)
+    _synthetic_data_in(cfg, args.workdir)
+    result = train(cfg, args.workdir, overwrite=args.overwrite)
+    print(f"finished at step {result['step']}: weights {result['weights']}")
+    _print_metrics(result["metrics"])
+    print(f"TensorBoard: tensorboard --logdir {Path(args.workdir) / 'logs'}")
+    return 0
+
+
+def _model_with_weights(cfg: dict, weights: str):
+    from mrcnn_tf import build_model
+    from mrcnn_tf.training.workdir import load_weights
+
+    model = build_model(cfg)
+    model.build()
+    return model, load_weights(model, weights)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """COCO bbox and segm AP of trained weights on the config's validation set."""
+    from mrcnn_tf.config import load_config
+    from mrcnn_tf.data.builder import build_dataset, build_input_pipeline
+    from mrcnn_tf.evaluation.evaluator import CocoEvaluator
+    from mrcnn_tf.training.settings import EvalSettings
+    from registry.errors import UserError
+
+    cfg = load_config(args.config, _overrides(args))
+    out = Path(args.out)
+    if (out / "metrics.json").exists() and not args.overwrite:
+        raise UserError(f"{out / 'metrics.json'} already exists; choose another --out or pass --overwrite")
+    if not (cfg.get("data") or {}).get(args.split):
+        raise UserError(f"the config has no data.{args.split} dataset to evaluate on")
+    settings = EvalSettings.from_config(cfg)
+    dataset = build_dataset(cfg, args.split)
+    model, loaded = _model_with_weights(cfg, args.weights)
+    evaluator = CocoEvaluator(
+        dataset,
+        build_input_pipeline(cfg),
+        mask_threshold=settings.mask_threshold,
+        max_images=args.max_images if args.max_images is not None else settings.max_images,
+    )
+    result = evaluator.evaluate(model, out)
+    print(f"weights: {loaded}")
+    print(f"{result['num_images']} images, {result['num_detections']} detections")
+    print(result["summary"])
+    print(f"wrote {out / 'metrics.json'} and {out / 'detections.json'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the built-in synthetic dataset: train, evaluate, predict, pictures."""
+    import numpy as np
+    from PIL import Image
+
+    from mrcnn_tf.config import load_config
+    from mrcnn_tf.data.builder import build_dataset, build_input_pipeline
+    from mrcnn_tf.evaluation.evaluator import prediction_picture
+    from mrcnn_tf.training import workdir as run_files
+    from mrcnn_tf.training.trainer import train
+
+    overrides = _overrides(args)
+    if args.steps is not None:
+        overrides += [f"train.max_steps={args.steps}", f"train.steps_per_loop={args.steps}"]
+    cfg = load_config(args.config, overrides)
+    _synthetic_data_in(cfg, args.workdir)
+    workdir = Path(args.workdir)
+    started = time.perf_counter()
+    print(f"mrcnn-tf demo: {args.config} in {workdir}")
+    state = run_files.read_state(workdir)
+    if state.get("finished") and not args.overwrite:
+        print(
+            f"  {workdir} holds a finished demo run (step {state['step']}); reusing it (--overwrite retrains)"
+        )
+        model, _ = _model_with_weights(cfg, str(workdir))
+        metrics = state.get("metrics")
+    else:
+        result = train(cfg, workdir, overwrite=args.overwrite, verbose=2 if args.quiet else "auto")
+        model, metrics = result["model"], result["metrics"]
+    train_minutes = (time.perf_counter() - started) / 60
+    val = build_dataset(cfg, "val")
+    pictures = workdir / "predictions"
+    pictures.mkdir(parents=True, exist_ok=True)
+    batch = next(iter(build_input_pipeline(cfg)(val, training=False, repeat=False)))
+    outputs = {
+        k: v.numpy()
+        for k, v in model.predict_on_batch(
+            {"images": batch["images"], "image_size": batch["image_size"]}
+        ).items()
+    }
+    written = []
+    for b in range(batch["images"].shape[0]):
+        h, w = (int(v) for v in batch["image_size"][b].numpy())
+        picture = prediction_picture(batch["images"][b].numpy()[:h, :w], outputs, b, val.category_map.name)
+        path = pictures / f"val_{int(batch['image_id'][b])}.png"
+        Image.fromarray(np.asarray(picture)).save(path)
+        written.append(path)
+    print(f"\nmrcnn-tf demo finished in {train_minutes:.1f} min")
+    _print_metrics(metrics)
+    print(f"  weights:      {workdir / run_files.WEIGHTS}")
+    print(f"  metrics:      {workdir / 'train_state.json'} and {workdir / 'eval'}")
+    print(f"  pictures:     {pictures} ({len(written)} validation images)")
+    print(f"  TensorBoard:  tensorboard --logdir {workdir / 'logs'}")
+    print(f"  config:       {workdir / 'config.yaml'}")
+    print("  export:       the SavedModel export arrives with issue #6")
+    if metrics:
+        (workdir / "demo_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def add_train_commands(sub, common, overrides, parser_class, with_framework) -> None:
+    """Register ``train``, ``evaluate`` and ``demo`` on the ``mrcnn-tf`` subparsers."""
+    p = sub.add_parser("train", parents=[common, overrides], help="train a model with model.fit (resumes)")
+    p.add_argument("config", help="a YAML file or the name of a bundled config")
+    p.add_argument("--workdir", required=True, help="run directory: checkpoints, logs, weights, metrics")
+    p.add_argument("--overwrite", action="store_true", help="delete an earlier run in --workdir first")
+    p.add_argument(
+        "--strategy",
+        choices=("auto", "default", "mirrored", "multi_worker", "tpu"),
+        help="tf.distribute strategy (default: runtime.strategy of the config)",
+    )
+    p.set_defaults(func=with_framework(cmd_train))
+
+    p = sub.add_parser("evaluate", parents=[common, overrides], help="COCO bbox/segm AP of trained weights")
+    p.add_argument("config", help="a YAML file or the name of a bundled config")
+    p.add_argument("--weights", required=True, help="a run directory, .weights.h5 file or checkpoint prefix")
+    p.add_argument(
+        "--out", default="work_dirs/evaluate", help="where metrics.json goes (default: %(default)s)"
+    )
+    p.add_argument("--split", default="val", help="data split of the config (default: %(default)s)")
+    p.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    p.add_argument("--overwrite", action="store_true", help="replace metrics in --out")
+    p.set_defaults(func=with_framework(cmd_evaluate))
+
+    p = sub.add_parser(
+        "demo",
+        parents=[common, overrides],
+        help="the main job: train on the built-in synthetic dataset, evaluate, predict, pictures",
+    )
+    p.add_argument(
+        "--config", default="mask_rcnn_r18_fpn_synthetic", help="config to run (default: %(default)s)"
+    )
+    p.add_argument("--workdir", default="work_dirs/demo", help="where outputs go (default: %(default)s)")
+    p.add_argument("--steps", type=int, help="training steps (default: the config's train.max_steps)")
+    p.add_argument("--overwrite", action="store_true", help="retrain even if --workdir holds a finished demo")
+    p.add_argument("--quiet", action="store_true", help="one line per loop instead of a progress bar")
+    p.set_defaults(func=with_framework(cmd_demo))

@@ -1,0 +1,124 @@
+"""The trainer end to end on a tiny model: learning, checkpoints, resume, refusals, NaN."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from training_fixtures import tiny_config
+
+from mrcnn_tf.training.trainer import TrainingError, train
+from registry.errors import ConfigError, UserError
+
+
+def test_overfits_one_batch_to_a_small_mask_loss(tmp_path):
+    cfg = tiny_config(
+        "data.train.num_images=2",
+        "data.pipeline.flip_prob=0.0",
+        "data.val=null",
+        "optimizer={type: AdamW, weight_decay: 0.0}",
+        "schedule={type: WarmupStepDecay, base_learning_rate: 0.003, warmup_steps: 0}",
+        "train.max_steps=90",
+        "train.steps_per_loop=30",
+    )
+    result = train(cfg, tmp_path / "run", verbose=0)
+    losses = result["loss_history"]
+    assert losses["loss"][-1] < 0.5 * losses["loss"][0]
+    assert losses["mask_loss"][0] > 0.4 and losses["mask_loss"][-1] < 0.25  # from ~ln 2 towards 0
+    assert all(np.isfinite(v) for v in losses["rpn_objectness_loss"])
+
+
+def test_run_files_progress_and_refusal_to_overwrite_a_finished_run(tmp_path):
+    workdir = tmp_path / "run"
+    cfg = tiny_config("train.eval_every=1")
+    result = train(cfg, workdir, verbose=0)
+    assert result["step"] == 4
+    for name in ("config.yaml", "label_map.json", "model.weights.h5", "train_state.json"):
+        assert (workdir / name).is_file(), name
+    checkpoints = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+    assert checkpoints == ["ckpt-2.weights.h5", "ckpt-4.weights.h5"]
+    assert sorted(p.name for p in (workdir / "eval").iterdir()) == ["history.jsonl", "step_2", "step_4"]
+    metrics = json.loads((workdir / "eval" / "step_4" / "metrics.json").read_text())
+    assert set(metrics) >= {"bbox", "segm", "step"} and metrics["step"] == 4
+    assert any(p.name.startswith("events") for p in (workdir / "logs" / "eval").iterdir())
+    # the learning rate is logged with its real value: warmup over 2 steps, then 0.01
+    assert result["loss_history"]["learning_rate"][-1] == pytest.approx(0.01)
+    state = json.loads((workdir / "train_state.json").read_text())
+    assert state["finished"] and state["step"] == 4
+    # a second run refuses, and leaves the weights untouched
+    before = (workdir / "model.weights.h5").read_bytes()
+    with pytest.raises(UserError, match=r"finished run .* --overwrite"):
+        train(cfg, workdir, verbose=0)
+    assert (workdir / "model.weights.h5").read_bytes() == before
+    with pytest.raises(ConfigError, match="different config"):
+        (workdir / "train_state.json").unlink()
+        train(tiny_config("train.max_steps=6"), workdir, verbose=0)
+
+
+def test_resume_continues_from_the_last_checkpoint_with_the_same_result(tmp_path):
+    """Stopping after a loop and running again gives exactly the uninterrupted weights."""
+    straight = train(tiny_config("data.val=null"), tmp_path / "straight", verbose=0)["model"]
+    interrupted = tmp_path / "interrupted"
+    train(tiny_config("data.val=null", "train.max_steps=2"), interrupted, verbose=0)
+    # pretend the 2-step run was the first half of a 4-step run killed after its checkpoint
+    for name in ("model.weights.h5", "train_state.json", "config.yaml"):
+        (interrupted / name).unlink()
+    resumed = train(tiny_config("data.val=null"), interrupted, verbose=0)
+    assert resumed["step"] == 4
+    for a, b in zip(straight.weights, resumed["model"].weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(tmp_path):
+    cfg = tiny_config(
+        "data.val=null",
+        "optimizer={type: SGD, momentum: 0.9, weight_decay: 0.0}",
+        "schedule={type: WarmupStepDecay, base_learning_rate: 1.0e+12, warmup_steps: 0}",
+        "train.max_steps=8",
+    )
+    with pytest.raises(TrainingError, match=r"non-finite at step \d+.*Last good checkpoint") as info:
+        train(cfg, tmp_path / "run", verbose=0)
+    assert "train.nonfinite=skip" in str(info.value)
+    assert not (tmp_path / "run" / "model.weights.h5").exists()
+    for checkpoint in (tmp_path / "run" / "checkpoints").glob("*.h5"):  # any written holds finite weights
+        assert all(np.all(np.isfinite(a)) for a in _float_arrays(checkpoint)), checkpoint
+
+
+def _float_arrays(path):
+    arrays = []
+    with h5py.File(path) as handle:
+
+        def collect(_, obj):
+            if isinstance(obj, h5py.Dataset) and np.issubdtype(obj.dtype, np.floating):
+                arrays.append(obj[()])
+
+        handle.visititems(collect)
+    return arrays
+
+
+def test_skip_mode_keeps_the_weights_finite(tmp_path):
+    cfg = tiny_config(
+        "data.val=null",
+        "optimizer={type: SGD, momentum: 0.0, weight_decay: 0.0}",
+        "schedule={type: WarmupStepDecay, base_learning_rate: 1.0e+12, warmup_steps: 0}",
+        "train.nonfinite=skip",
+    )
+    result = train(cfg, tmp_path / "run", verbose=0)
+    assert result["step"] == 4
+    assert all(np.all(np.isfinite(w.numpy())) for w in result["model"].weights)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_steps=5", "multiple of train.steps_per_loop"),
+        ("train.nonfinte=skip", "did you mean nonfinite"),
+        ("optimizer.learning_rate=0.1", "schedule.base_learning_rate"),
+        ("train.mixed_precision=float8", "mixed_float16"),
+    ],
+)
+def test_bad_train_settings_are_config_errors(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        train(tiny_config(override), tmp_path / "run", verbose=0)
