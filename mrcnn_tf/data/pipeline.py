@@ -206,11 +206,17 @@ class InputPipeline:
             input_context=input_context,
             skip=skip_batches * batch,
         )
-        pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
-        base = tf.constant([self.seed, pipeline_id], tf.int64)
+        shards, shard = (
+            (input_context.num_input_pipelines, input_context.input_pipeline_id) if input_context else (1, 0)
+        )
+        base = tf.constant([self.seed, 0], tf.int64)
 
         def transform(index, example):
-            seed = tf.cast(tf.random.experimental.stateless_fold_in(base, index), tf.int32)
+            # Seeds follow the example's position in the global stream (shard k of n holds
+            # positions k, k + n, ...; exact when n divides the dataset size), so a cluster
+            # augments and samples an example as one machine would.
+            position = index * shards + shard
+            seed = tf.cast(tf.random.experimental.stateless_fold_in(base, position), tf.int32)
             return self.transform(example, seed, training)
 
         ds = raw.enumerate(start=skip_batches * batch).map(

@@ -10,7 +10,8 @@ Keras 3.15) breaks ``fit`` in a multi-worker cluster in two places:
    Tensor" (and would be a cross-worker collective just to learn shapes).
 2. ``reduce_per_replica`` reduces every logged metric with
    ``strategy.reduce("MEAN", value, axis=0)``; metric results are scalars, and reducing a
-   scalar along axis 0 fails.
+   scalar along axis 0 fails. (With one replica per worker the values are plain tensors,
+   which the collective also needs placed on the worker's device.)
 
 :func:`install` patches both, narrowly: (1) builds from the first local value of each
 ``PerReplica`` in that batch (a batch of the right per-replica shape, no collective), and (2) reduces scalars
@@ -61,6 +62,10 @@ def install() -> bool:
         if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
 
             def mean(value):
+                if not isinstance(value, tf.distribute.DistributedValues):
+                    # one replica per worker: a plain tensor, which the collective needs on a device
+                    with tf.device(strategy.extended.worker_devices[0]):
+                        value = tf.identity(value)
                 axis = 0 if value.shape.rank else None
                 return strategy.reduce("MEAN", value, axis=axis)
 
@@ -69,6 +74,5 @@ def install() -> bool:
 
     tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
     tf_trainer.reduce_per_replica = reduce_per_replica
-    del tf  # imported for its side effect of loading the TF backend first
     _INSTALLED = True
     return True

@@ -336,7 +336,11 @@ class MaskRCNN(keras.Model):
         total = tf.add_n(list(terms.values()))
         if self.losses:
             total += tf.add_n([tf.cast(v, tf.float32) for v in self.losses])
-        return total
+        # Keras sums the gradients of the replicas and expects each replica's loss scaled by
+        # 1/R (its built-in losses do this); the terms above are already global values (their
+        # normalisers are global), so the trackers show the loss of the whole batch.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return total / float(replicas) if replicas > 1 else total
 
     # -------------------------------------------------------------------- serialization
     def get_config(self):

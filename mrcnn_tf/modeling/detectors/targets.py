@@ -115,6 +115,23 @@ def mask_outputs(mask_logits, samples, m: int, mask_boxes, gt_masks) -> dict[str
     }
 
 
+def _normaliser(count: tf.Tensor) -> tf.Tensor:
+    """The global normaliser ``max(sum of count over replicas, 1)``, shared out: ``/ R``.
+
+    With R replicas, each replica's term ``sum_r / (N / R)`` averages over the replicas to the
+    loss of the whole batch ``sum / N`` (what the metric trackers show), and ``compute_loss``
+    divides the total by R for Keras, which sums the replicas' gradients: the update equals
+    that of one device with the whole batch. (Detectron2 normalises per GPU instead, which
+    weighs images differently depending on how the batch is split.)
+    """
+    count = tf.stop_gradient(tf.cast(count, tf.float32))
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tf.maximum(count, 1.0)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return tf.maximum(total, 1.0) / float(context.num_replicas_in_sync)
+
+
 def losses(loss_fns: Mapping[str, object], out: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """The five Mask R-CNN losses, each normalised as Detectron2 does.
 
@@ -124,17 +141,18 @@ def losses(loss_fns: Mapping[str, object], out: Mapping[str, tf.Tensor]) -> dict
       GT class's deltas) divided by the number of sampled RoIs.
     * Mask: per-pixel BCE on the GT class's channel, averaged over the pixels of positive RoIs.
 
-    Every normaliser is at least 1, so an image without positives gives finite losses.
+    Every normaliser is at least 1, so an image without positives gives finite losses, and
+    under ``tf.distribute`` the normalisers are global over the replicas (see :func:`_normaliser`).
     """
     f32 = tf.float32
     rpn_valid = tf.cast(out["rpn_valid"], f32)
     rpn_pos = tf.cast(out["rpn_positive"], f32)
-    rpn_norm = tf.maximum(tf.cast(tf.size(rpn_valid), f32), 1.0)
+    rpn_norm = _normaliser(tf.size(rpn_valid))
     box_valid = tf.cast(out["box_valid"], f32)
     box_pos = tf.cast(out["box_positive"], f32)
-    box_norm = tf.maximum(tf.reduce_sum(box_valid), 1.0)
+    box_norm = _normaliser(tf.reduce_sum(box_valid))
     mask_pos = tf.cast(out["mask_positive"], f32)[..., None, None] * tf.ones_like(out["mask_targets"])
-    mask_norm = tf.maximum(tf.reduce_sum(mask_pos), 1.0)
+    mask_norm = _normaliser(tf.reduce_sum(mask_pos))
     return {
         "rpn_objectness": loss_fns["rpn_objectness"](rpn_pos, out["rpn_logits"], sample_weight=rpn_valid)
         / rpn_norm,
