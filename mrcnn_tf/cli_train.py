@@ -123,12 +123,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     pictures = workdir / "predictions"
     pictures.mkdir(parents=True, exist_ok=True)
     batch = next(iter(build_input_pipeline(cfg)(val, training=False, repeat=False)))
-    outputs = {
-        k: v.numpy()
-        for k, v in model.predict_on_batch(
-            {"images": batch["images"], "image_size": batch["image_size"]}
-        ).items()
-    }
+    detections = model.predict_on_batch({"images": batch["images"], "image_size": batch["image_size"]})
+    outputs = {k: np.asarray(v) for k, v in detections.items()}
     written = []
     for b in range(batch["images"].shape[0]):
         h, w = (int(v) for v in batch["image_size"][b].numpy())
