@@ -16,11 +16,29 @@ import keras
 import numpy as np
 
 
-def _step(model) -> int:
-    return int(model.optimizer.iterations.numpy())
+class _LoopCallback(keras.callbacks.Callback):
+    """Knows the training step from the loop (Keras epoch) and batch indices.
+
+    The optimizer's ``iterations`` is not used: it does not count steps that a
+    ``LossScaleOptimizer`` skipped.
+    """
+
+    def __init__(self, steps_per_loop: int):
+        super().__init__()
+        self.steps_per_loop = int(steps_per_loop)
+        self._loop = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._loop = epoch
+
+    def step_after_batch(self, batch: int) -> int:
+        return self._loop * self.steps_per_loop + batch + 1
+
+    def step_after_loop(self, epoch: int) -> int:
+        return (epoch + 1) * self.steps_per_loop
 
 
-class NonFiniteGuard(keras.callbacks.Callback):
+class NonFiniteGuard(_LoopCallback):
     """Stop training at the first non-finite loss (``mode="stop"``), or report skipped steps.
 
     In ``stop`` mode the step, the loss terms and the last good checkpoint are kept in
@@ -29,8 +47,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
     :func:`mrcnn_tf.training.trainer.build_optimizer`) and this guard prints a warning once per loop.
     """
 
-    def __init__(self, mode: str = "stop"):
-        super().__init__()
+    def __init__(self, mode: str = "stop", steps_per_loop: int = 1):
+        super().__init__(steps_per_loop)
         if mode not in ("stop", "skip"):
             raise ValueError(f"nonfinite mode must be 'stop' or 'skip', got '{mode}'")
         self.mode = mode
@@ -38,13 +56,14 @@ class NonFiniteGuard(keras.callbacks.Callback):
         self._warned = False
 
     def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         self._warned = False
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is None or math.isfinite(float(loss)):
             return
-        step = _step(self.model)
+        step = self.step_after_batch(batch)
         terms = {k: float(v) for k, v in logs.items() if k.endswith("_loss")}
         if self.mode == "skip":
             if not self._warned:
@@ -59,15 +78,15 @@ class NonFiniteGuard(keras.callbacks.Callback):
         return self.failure is not None
 
 
-class LoopCheckpoint(keras.callbacks.Callback):
+class LoopCheckpoint(_LoopCallback):
     """Save model and optimizer state after every loop (see :mod:`mrcnn_tf.training.checkpoints`).
 
     ``store`` is None on the workers of a multi-worker run other than the chief: they save
     nothing (their variables equal the chief's).
     """
 
-    def __init__(self, store, guard: NonFiniteGuard | None = None):
-        super().__init__()
+    def __init__(self, store, guard: NonFiniteGuard | None = None, steps_per_loop: int = 1):
+        super().__init__(steps_per_loop)
         self.store = store
         self.guard = guard
         latest = store.latest() if store is not None else None
@@ -78,10 +97,10 @@ class LoopCheckpoint(keras.callbacks.Callback):
             self.guard is not None and self.guard.tripped and self.guard.mode == "stop"
         ):
             return
-        self.last_saved = str(self.store.save(self.model, _step(self.model)))
+        self.last_saved = str(self.store.save(self.model, self.step_after_loop(epoch)))
 
 
-class CocoEvalCallback(keras.callbacks.Callback):
+class CocoEvalCallback(_LoopCallback):
     """COCO evaluation every ``every`` loops and after the last one (chief only).
 
     Writes ``<out_dir>/step_<N>/metrics.json`` and ``detections.json``, appends to
@@ -89,8 +108,17 @@ class CocoEvalCallback(keras.callbacks.Callback):
     prediction pictures to TensorBoard under ``<log_dir>/eval``.
     """
 
-    def __init__(self, evaluator, every: int, last_loop: int, out_dir, log_dir=None, verbose: bool = True):
-        super().__init__()
+    def __init__(
+        self,
+        evaluator,
+        every: int,
+        last_loop: int,
+        out_dir,
+        log_dir=None,
+        verbose: bool = True,
+        steps_per_loop: int = 1,
+    ):
+        super().__init__(steps_per_loop)
         self.evaluator = evaluator
         self.every = int(every)
         self.last_loop = int(last_loop)
@@ -104,7 +132,7 @@ class CocoEvalCallback(keras.callbacks.Callback):
         loop = epoch + 1
         if loop != self.last_loop and (self.every <= 0 or loop % self.every):
             return
-        self.run(_step(self.model))
+        self.run(self.step_after_loop(epoch))
 
     def run(self, step: int) -> dict:
         result = self.evaluator.evaluate(self.model, self.out_dir / f"step_{step}", step=step)

@@ -43,6 +43,7 @@ def main(mode: str, workdir: str, out: str) -> None:
         "data.train.num_images=8",
         "train.max_steps=2",
         "train.steps_per_loop=2",
+        "runtime.deterministic=true",
     )
     result = train(cfg, workdir, strategy=strategy, verbose=0)
     weights = {w.path: np.asarray(w.numpy()) for w in result["model"].weights}

@@ -18,15 +18,17 @@ def test_overfits_one_batch_to_a_small_mask_loss(tmp_path):
         "data.train.num_images=2",
         "data.pipeline.flip_prob=0.0",
         "data.val=null",
+        "model.mask_head.conv_dim=32",
+        "model.mask_head.num_convs=2",
         "optimizer={type: AdamW, weight_decay: 0.0}",
         "schedule={type: WarmupStepDecay, base_learning_rate: 0.003, warmup_steps: 0}",
-        "train.max_steps=90",
-        "train.steps_per_loop=30",
+        "train.max_steps=150",
+        "train.steps_per_loop=50",
     )
     result = train(cfg, tmp_path / "run", verbose=0)
     losses = result["loss_history"]
     assert losses["loss"][-1] < 0.5 * losses["loss"][0]
-    assert losses["mask_loss"][0] > 0.4 and losses["mask_loss"][-1] < 0.25  # from ~ln 2 towards 0
+    assert losses["mask_loss"][0] > 0.3 and losses["mask_loss"][-1] < 0.2  # from ~ln 2 towards 0
     assert all(np.isfinite(v) for v in losses["rpn_objectness_loss"])
 
 
@@ -57,18 +59,29 @@ def test_run_files_progress_and_refusal_to_overwrite_a_finished_run(tmp_path):
         train(tiny_config("train.max_steps=6"), workdir, verbose=0)
 
 
-def test_resume_continues_from_the_last_checkpoint_with_the_same_result(tmp_path):
+@pytest.fixture
+def deterministic_ops():
+    """``runtime.deterministic`` turns TensorFlow's op determinism on for the process; undo it after."""
+    from tensorflow.python.framework import config
+
+    yield "runtime.deterministic=true"
+    config.disable_op_determinism()
+
+
+def test_resume_continues_from_the_last_checkpoint_with_the_same_result(tmp_path, deterministic_ops):
     """Stopping after a loop and running again gives exactly the uninterrupted weights."""
-    straight = train(tiny_config("data.val=null"), tmp_path / "straight", verbose=0)["model"]
+    straight = train(tiny_config("data.val=null", deterministic_ops), tmp_path / "straight", verbose=0)[
+        "model"
+    ]
     interrupted = tmp_path / "interrupted"
-    train(tiny_config("data.val=null", "train.max_steps=2"), interrupted, verbose=0)
+    train(tiny_config("data.val=null", deterministic_ops, "train.max_steps=2"), interrupted, verbose=0)
     # pretend the 2-step run was the first half of a 4-step run killed after its checkpoint
     for name in ("model.weights.h5", "train_state.json", "config.yaml"):
         (interrupted / name).unlink()
-    resumed = train(tiny_config("data.val=null"), interrupted, verbose=0)
+    resumed = train(tiny_config("data.val=null", deterministic_ops), interrupted, verbose=0)
     assert resumed["step"] == 4
     for a, b in zip(straight.weights, resumed["model"].weights, strict=True):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(tmp_path):
@@ -107,7 +120,9 @@ def test_skip_mode_keeps_the_weights_finite(tmp_path):
     )
     result = train(cfg, tmp_path / "run", verbose=0)
     assert result["step"] == 4
-    assert all(np.all(np.isfinite(w.numpy())) for w in result["model"].weights)
+    # the optimizer skipped the bad updates (batch-norm moving statistics are updated by the
+    # forward pass itself, so skipping cannot protect those: see the README)
+    assert all(np.all(np.isfinite(w.numpy())) for w in result["model"].trainable_weights)
 
 
 @pytest.mark.parametrize(
@@ -122,3 +137,42 @@ def test_skip_mode_keeps_the_weights_finite(tmp_path):
 def test_bad_train_settings_are_config_errors(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         train(tiny_config(override), tmp_path / "run", verbose=0)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param(["train.mixed_precision=mixed_bfloat16"], id="bfloat16"),
+        pytest.param(["train.mixed_precision=mixed_float16"], id="float16"),
+        pytest.param(
+            [
+                "train.jit_compile=true",
+                "model.box_roi_aligner.backend=gather",
+                "model.mask_roi_aligner.backend=gather",
+                "model.nms_backend=padded",
+            ],
+            id="xla",
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_mixed_precision_and_xla_switches_train(tmp_path, extra):
+    import keras
+
+    try:
+        result = train(tiny_config("data.val=null", *extra), tmp_path / "run", verbose=0)
+        model = result["model"]
+        policy = model.dtype_policy.name
+        optimizer = type(model.optimizer).__name__
+    finally:
+        keras.config.set_dtype_policy("float32")
+    losses = result["loss_history"]
+    assert all(np.isfinite(v[-1]) for v in losses.values())
+    assert losses["mask_loss"][-1] < 0.75  # near ln 2 at the start, and moving
+    if "mixed" in extra[0]:
+        assert policy == extra[0].split("=")[1]
+        assert (optimizer == "LossScaleOptimizer") == (policy == "mixed_float16")
+        # the variables stay float32 (the policy only changes the compute dtype)
+        assert all(w.dtype == "float32" for w in model.trainable_weights)
+    else:
+        assert model.jit_compile is True

@@ -331,7 +331,7 @@ class MaskRCNN(keras.Model):
         terms = self.loss_terms(y_pred)
         for tracker, name in zip(self.loss_trackers, LOSS_NAMES, strict=True):
             tracker.update_state(terms[name])
-        if training and self.optimizer is not None:
+        if training and getattr(self, "optimizer", None) is not None:
             self.learning_rate_tracker.update_state(self.optimizer.learning_rate)
         total = tf.add_n(list(terms.values()))
         if self.losses:
