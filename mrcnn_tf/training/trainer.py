@@ -174,6 +174,7 @@ def train(
                 workdir / "eval",
                 log_dir,
                 verbose=bool(verbose),
+                steps_per_loop=settings.steps_per_loop,
             )
             callbacks.append(evaluator_cb)
     history = {}
