@@ -24,7 +24,8 @@ def test_plugin_example_config_selects_the_plugin_backbone_and_runs(monkeypatch)
     assert cfg["imports"] == ["my_mrcnn_plugin.backbones"]
     backbone = BACKBONES.build(cfg["model"]["backbone"])
     features = NECKS.build(cfg["model"]["neck"])(backbone(np.zeros((1, 64, 64, 3), "float32")))
-    assert {k: tuple(v.shape) for k, v in features.items()}["P2"] == (1, 16, 16, 128)
+    channels = cfg["model"]["neck"]["num_channels"]  # the demo config's FPN width
+    assert {k: tuple(v.shape) for k, v in features.items()}["P2"] == (1, 16, 16, channels)
     assert "my_mrcnn_plugin.backbones" in sys.modules
 
 

@@ -141,7 +141,13 @@ def test_component_builds_and_returns_finite_values(role, name):
 @pytest.mark.parametrize(("role", "name"), ENTRIES)
 def test_component_round_trips_through_keras_serialization_without_custom_objects(role, name):
     component = _build(role, name)
-    if not isinstance(component, (keras.layers.Layer, keras.losses.Loss)):
+    serializable = (
+        keras.layers.Layer,
+        keras.losses.Loss,
+        keras.optimizers.Optimizer,
+        keras.optimizers.schedules.LearningRateSchedule,
+    )
+    if not isinstance(component, serializable):
         pytest.skip("not a Keras object")
     assert keras.saving.get_registered_name(type(component)) == f"mrcnn_tf.{role}>{name}"
     config = keras.saving.serialize_keras_object(component)

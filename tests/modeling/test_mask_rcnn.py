@@ -70,7 +70,9 @@ def test_training_step_gives_finite_losses_and_a_gradient_for_every_trainable_we
 
 
 def test_frozen_parts_are_not_trainable_and_do_not_change_in_fit():
-    model = build("mask_rcnn_r18_fpn_synthetic.yaml")
+    model = build(
+        "mask_rcnn_r18_fpn_synthetic.yaml", "model.backbone.freeze_at=2", "model.backbone.norm=frozen_bn"
+    )
     x = batch()
     model(x, training=True)
     trainable = {id(v) for v in model.trainable_variables}
