@@ -80,3 +80,22 @@ def test_weight_decay_skips_biases_and_norm_parameters(cls):
             np.testing.assert_allclose(value, 0.5 * (1 - lr * wd), rtol=1e-6, err_msg=v.path)
     assert before  # the model had variables of each kind
     assert {v.path.split("/")[-1] for v in variables} == {"kernel", "bias", "gamma", "beta"}
+
+
+def test_build_optimizer_scales_the_rate_with_the_batch_and_fills_cosine_length():
+    from mrcnn_tf.training.settings import TrainSettings
+    from mrcnn_tf.training.trainer import build_optimizer
+
+    cfg = {
+        "optimizer": {"type": "SGD", "momentum": 0.9},
+        "schedule": {"type": "WarmupCosineDecay", "base_learning_rate": 0.02, "warmup_steps": 0},
+    }
+    settings = TrainSettings(max_steps=1000, steps_per_loop=100, reference_batch_size=16)
+    optimizer = build_optimizer(cfg, settings, global_batch_size=64)
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    assert isinstance(optimizer, SGD)
+    assert float(schedule(0)) == pytest.approx(0.08)  # 0.02 * 64 / 16
+    assert float(schedule(500)) == pytest.approx(0.04)  # half-way down the cosine over max_steps
+    assert float(schedule(1000)) == pytest.approx(0.0, abs=1e-9)
+    skip = build_optimizer(cfg, TrainSettings(max_steps=100, nonfinite="skip"), global_batch_size=16)
+    assert type(skip).__name__ == "LossScaleOptimizer" and skip.initial_scale == 1.0
