@@ -39,12 +39,15 @@ class FPN(keras.layers.Layer):
         self.min_level = min_level
         self.max_level = max_level
         self.input_levels = list(range(min_level, 6))
+        # string keys: SavedModel export cannot track dicts keyed by integers
         self.laterals = {
-            k: keras.layers.Conv2D(num_channels, 1, kernel_initializer=xavier_fill(), name=f"lateral{k}")
+            f"C{k}": keras.layers.Conv2D(
+                num_channels, 1, kernel_initializer=xavier_fill(), name=f"lateral{k}"
+            )
             for k in self.input_levels
         }
         self.outputs = {
-            k: PaddedConv2D(
+            f"C{k}": PaddedConv2D(
                 num_channels, 3, use_bias=True, kernel_initializer=xavier_fill(), name=f"output{k}"
             )
             for k in self.input_levels
@@ -69,21 +72,21 @@ class FPN(keras.layers.Layer):
         self._check_inputs(input_shape)
         for k in self.input_levels:
             shape = tuple(input_shape[f"C{k}"])
-            self.laterals[k].build(shape)
-            self.outputs[k].build((*shape[:-1], self.num_channels))
+            self.laterals[f"C{k}"].build(shape)
+            self.outputs[f"C{k}"].build((*shape[:-1], self.num_channels))
 
     def call(self, inputs):
         self._check_inputs(inputs)
         results = {}
         top_down = None
         for k in reversed(self.input_levels):
-            lateral = self.laterals[k](inputs[f"C{k}"])
+            lateral = self.laterals[f"C{k}"](inputs[f"C{k}"])
             if top_down is not None:
                 up = keras.ops.repeat(keras.ops.repeat(top_down, 2, axis=1), 2, axis=2)
                 shape = keras.ops.shape(lateral)
                 lateral = lateral + up[:, : shape[1], : shape[2], :]
             top_down = lateral
-            results[f"P{k}"] = self.outputs[k](lateral)
+            results[f"P{k}"] = self.outputs[f"C{k}"](lateral)
         for k in range(6, self.max_level + 1):
             results[f"P{k}"] = results[f"P{k - 1}"][:, ::2, ::2, :]
         return {f"P{k}": results[f"P{k}"] for k in range(self.min_level, self.max_level + 1)}

@@ -1,0 +1,169 @@
+"""Export a detector as a self-contained SavedModel that TF Serving serves as it is.
+
+The exported graph does everything a client would otherwise have to: decoding (for the
+``serving_bytes`` signature), the shortest-edge resize and padding of the training pipeline,
+normalisation, detection, and mapping boxes back to the pixels of the input image. Each image
+of a request is processed on its own (``tf.map_fn``), so a request may hold images of any size
+(``serving_bytes``) and outputs have fixed shapes: ``N = max_detections`` slots per image.
+
+Signatures (both return the same outputs):
+
+- ``serving_default``: ``images`` uint8 ``[B, H, W, 3]``.
+- ``serving_bytes``: ``image_bytes`` string ``[B]`` of encoded JPEG/PNG/GIF/BMP (TF Serving's
+  REST API sends them as ``{"b64": ...}``); grayscale and RGBA images are converted to RGB.
+
+Outputs: ``detection_boxes`` float32 ``[B, N, 4]`` ``[y1, x1, y2, x2]`` in pixels of the input
+image; ``detection_scores`` float32 ``[B, N]``; ``detection_classes`` int32 ``[B, N]`` (1..K, 0
+for empty slots); ``num_detections`` int32 ``[B]``; ``detection_masks`` float32
+``[B, N, M, M]`` box-relative mask probabilities; with ``paste_masks=True`` also
+``detection_masks_image`` uint8 ``[B, N, H, W]`` (0/1, pasted in the graph; ``serving_default``
+only, whose images share one size).
+
+``assets/label_map.json`` holds the class names and the dataset's category ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from mrcnn_tf.data import transforms as T
+from mrcnn_tf.ops.masks import paste_masks as paste_box_masks
+
+OUTPUT_KEYS = (
+    "detection_boxes",
+    "detection_scores",
+    "detection_classes",
+    "num_detections",
+    "detection_masks",
+)
+
+
+class Preprocessing:
+    """The evaluation-mode resize of the input pipeline, for one image inside the graph.
+
+    Args:
+        min_size, max_size: shortest-edge resize (the pipeline's).
+        size_divisibility: pad to multiples of this.
+        antialias: low-pass filter when shrinking.
+    """
+
+    def __init__(self, min_size: int, max_size: int, size_divisibility: int = 32, antialias: bool = True):
+        self.min_size = int(min_size)
+        self.max_size = int(max_size)
+        self.size_divisibility = int(size_divisibility)
+        self.antialias = bool(antialias)
+
+    @classmethod
+    def from_pipeline(cls, pipeline) -> Preprocessing:
+        return cls(pipeline.min_size, pipeline.max_size, pipeline.size_divisibility, pipeline.antialias)
+
+    def __call__(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """uint8 ``[H, W, 3]`` -> (padded uint8 ``[Hp, Wp, 3]``, size float32 ``[2]``, scale float32 ``[2]``)."""
+        shape = tf.shape(image)
+        size = T.short_side_size(shape[0], shape[1], self.min_size, self.max_size)
+        resized = T.resize_image(image, size, self.antialias)
+        resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+        padded = T.pad_image(resized, self.size_divisibility)
+        size = tf.cast(size, tf.float32)
+        return padded, size, size / tf.cast(shape[:2], tf.float32)
+
+
+def _detect_one(model, preprocess: Preprocessing, image: tf.Tensor) -> dict[str, tf.Tensor]:
+    image = tf.ensure_shape(image, [None, None, 3])
+    shape = tf.shape(image)
+    tf.debugging.assert_greater(tf.reduce_min(shape[:2]), 0, message="empty image (0 pixels)")
+    padded, size, scale = preprocess(image)
+    out = model({"images": padded[None], "image_size": size[None]}, training=False)
+    original = tf.cast(shape[:2], tf.float32)
+    boxes = out["boxes"][0] / tf.tile(scale, [2])[None]
+    boxes = tf.minimum(tf.maximum(boxes, 0.0), tf.tile(original, [2])[None])
+    return {
+        "detection_boxes": boxes,
+        "detection_scores": out["scores"][0],
+        "detection_classes": tf.cast(out["classes"][0], tf.int32),
+        "num_detections": tf.cast(out["num_detections"][0], tf.int32),
+        "detection_masks": tf.cast(out["masks"][0], tf.float32),
+    }
+
+
+def _decode(data: tf.Tensor) -> tf.Tensor:
+    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def build_serving_functions(model, preprocess: Preprocessing, *, paste_masks: bool = False):
+    """``(serving_default, serving_bytes)`` tf.functions over ``model`` (see the module docstring)."""
+    num = model.max_detections
+    mask = int(model({"images": tf.zeros([1, 64, 64, 3], tf.uint8)}, training=False)["masks"].shape[-1])
+    signature = {
+        "detection_boxes": tf.TensorSpec([num, 4], tf.float32),
+        "detection_scores": tf.TensorSpec([num], tf.float32),
+        "detection_classes": tf.TensorSpec([num], tf.int32),
+        "num_detections": tf.TensorSpec([], tf.int32),
+        "detection_masks": tf.TensorSpec([num, mask, mask], tf.float32),
+    }
+
+    def run(images):
+        return tf.map_fn(lambda im: _detect_one(model, preprocess, im), images, fn_output_signature=signature)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serving_default(images):
+        out = run(images)
+        if paste_masks:
+            shape = tf.shape(images)
+
+            def paste(args):
+                masks, boxes = args
+                return paste_box_masks(masks, boxes, (shape[1], shape[2]))
+
+            out["detection_masks_image"] = tf.map_fn(
+                paste, (out["detection_masks"], out["detection_boxes"]), fn_output_signature=tf.uint8
+            )
+        return out
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serving_bytes(image_bytes):
+        return tf.map_fn(
+            lambda data: _detect_one(model, preprocess, _decode(data)),
+            image_bytes,
+            fn_output_signature=signature,
+        )
+
+    return serving_default, serving_bytes
+
+
+def export_saved_model(
+    model,
+    out_dir: str | os.PathLike,
+    preprocess: Preprocessing,
+    label_map: dict,
+    *,
+    paste_masks: bool = False,
+) -> Path:
+    """Write the SavedModel to ``out_dir`` (which must not exist); returns it.
+
+    Args:
+        model: a built ``MaskRCNN`` with its trained weights.
+        out_dir: e.g. ``models/mrcnn/1`` (TF Serving wants numbered versions under a base path).
+        preprocess: the in-graph resize (normally :meth:`Preprocessing.from_pipeline`).
+        label_map: written as ``assets/label_map.json`` (``CategoryMap`` content).
+        paste_masks: add ``detection_masks_image`` to ``serving_default``.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists; choose another --version or --out")
+    serving_default, serving_bytes = build_serving_functions(model, preprocess, paste_masks=paste_masks)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serving_default)
+    archive.add_endpoint("serving_bytes", serving_bytes)
+    archive.write_out(str(out_dir), verbose=False)
+    assets = out_dir / "assets"
+    assets.mkdir(exist_ok=True)
+    (assets / "label_map.json").write_text(json.dumps(label_map, indent=2) + "\n", encoding="utf-8")
+    return out_dir

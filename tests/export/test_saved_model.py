@@ -1,0 +1,155 @@
+"""The exported SavedModel: self-contained, its signatures, and parity with the Keras model."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from training_fixtures import tiny_config
+
+from mrcnn_tf import build_model
+from mrcnn_tf.data.builder import build_input_pipeline
+from mrcnn_tf.export.saved_model import OUTPUT_KEYS, Preprocessing, export_saved_model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    cfg = tiny_config("model.score_threshold=0.0", "data.pipeline.min_size=64", "data.pipeline.max_size=96")
+    model = build_model(cfg)
+    model.build()
+    pipeline = build_input_pipeline(cfg)
+    path = tmp_path_factory.mktemp("export") / "model" / "1"
+    export_saved_model(
+        model, path, Preprocessing.from_pipeline(pipeline), {"categories": ["a"]}, paste_masks=True
+    )
+    return model, pipeline, path
+
+
+def _image(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    image[h // 4 : h // 2, w // 4 : w // 2] = [250, 30, 30]
+    return image
+
+
+def _reference(model, pipeline, image):
+    """The Keras model on the evaluation pipeline's resize, boxes mapped back by hand."""
+    example = {
+        "image": tf.constant(image),
+        "image_id": tf.constant(0, tf.int64),
+        "boxes": tf.zeros([0, 4]),
+        "classes": tf.zeros([0], tf.int32),
+        "masks": tf.zeros([0, pipeline.mask_size, pipeline.mask_size], tf.uint8),
+    }
+    batch = pipeline.transform(example, tf.constant([0, 0]), training=False)
+    out = model({"images": batch["images"][None], "image_size": batch["image_size"][None]}, training=False)
+    sy, sx = batch["image_scale"].numpy()
+    boxes = out["boxes"][0].numpy() / np.array([sy, sx, sy, sx], np.float32)
+    boxes = np.clip(boxes, 0, [image.shape[0], image.shape[1]] * 2)
+    return {k: v[0].numpy() for k, v in out.items()}, boxes
+
+
+def test_both_signatures_match_the_keras_model(exported):
+    model, pipeline, path = exported
+    loaded = tf.saved_model.load(str(path))
+    image = _image(50, 80)
+    reference, ref_boxes = _reference(model, pipeline, image)
+    n = int(reference["num_detections"])
+    assert n > 0  # score threshold 0: random weights still detect
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, format="PNG")
+    outputs = [
+        loaded.signatures["serving_default"](images=tf.constant(image[None])),
+        loaded.signatures["serving_bytes"](image_bytes=tf.constant([png.getvalue()])),
+    ]
+    for out in outputs:
+        assert int(out["num_detections"][0]) == n
+        np.testing.assert_allclose(out["detection_boxes"][0, :n], ref_boxes[:n], atol=1e-3)
+        np.testing.assert_allclose(out["detection_scores"][0, :n], reference["scores"][:n], atol=1e-5)
+        np.testing.assert_array_equal(out["detection_classes"][0, :n], reference["classes"][:n])
+        np.testing.assert_allclose(out["detection_masks"][0, :n], reference["masks"][:n], atol=1e-4)
+    pasted = outputs[0]["detection_masks_image"].numpy()
+    assert pasted.shape == (1, model.max_detections, 50, 80) and pasted.dtype == np.uint8
+    assert set(np.unique(pasted)) <= {0, 1}
+
+
+SELF_CONTAINED = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["mrcnn_tf"] = None  # any import of mrcnn_tf now fails
+    sys.modules["registry"] = None
+    import numpy as np, tensorflow as tf
+    loaded = tf.saved_model.load(sys.argv[1])
+    report = {}
+    for name, sig in loaded.signatures.items():
+        inputs = sig.structured_input_signature[1]
+        report[name] = {
+            "inputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in inputs.items()},
+            "outputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in sig.structured_outputs.items()},
+        }
+    out = loaded.signatures["serving_default"](images=tf.zeros([2, 40, 70, 3], tf.uint8))
+    report["run"] = {k: list(v.shape) for k, v in out.items()}
+    print(json.dumps(report))
+    """
+)
+
+
+def test_loads_and_runs_where_mrcnn_tf_cannot_be_imported(exported):
+    model, _, path = exported
+    result = subprocess.run(
+        [sys.executable, "-c", SELF_CONTAINED, str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    n = model.max_detections
+    assert report["serving_default"]["inputs"] == {"images": ["uint8", [None, None, None, 3]]}
+    assert report["serving_bytes"]["inputs"] == {"image_bytes": ["string", [None]]}
+    outputs = report["serving_bytes"]["outputs"]
+    assert set(outputs) == set(OUTPUT_KEYS)
+    assert outputs["detection_boxes"] == ["float32", [None, n, 4]]
+    assert outputs["detection_classes"] == ["int32", [None, n]]
+    assert outputs["num_detections"] == ["int32", [None]]
+    assert outputs["detection_masks"][0] == "float32"
+    assert report["run"]["detection_masks_image"] == [2, n, 40, 70]
+    assert json.loads((path / "assets" / "label_map.json").read_text()) == {"categories": ["a"]}
+
+
+def test_rest_body_with_base64_images_runs_through_the_bytes_signature(exported):
+    """The JSON TF Serving's REST API receives, decoded as the server does (b64 -> bytes)."""
+    _, _, path = exported
+    loaded = tf.saved_model.load(str(path))
+    buffer = io.BytesIO()
+    Image.fromarray(_image(30, 45)).convert("L").save(buffer, format="JPEG")  # grayscale JPEG
+    body = json.dumps(
+        {
+            "signature_name": "serving_bytes",
+            "instances": [{"b64": base64.b64encode(buffer.getvalue()).decode()}],
+        }
+    )
+    request = json.loads(body)
+    images = [base64.b64decode(instance["b64"]) for instance in request["instances"]]
+    out = loaded.signatures[request["signature_name"]](image_bytes=tf.constant(images))
+    boxes = out["detection_boxes"].numpy()
+    assert boxes.shape[0] == 1 and np.all(boxes[..., 2] <= 30) and np.all(boxes[..., 3] <= 45)
+
+
+def test_bytes_that_are_not_an_image_are_an_invalid_argument_and_the_next_request_works(exported):
+    _, _, path = exported
+    loaded = tf.saved_model.load(str(path))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        loaded.signatures["serving_bytes"](image_bytes=tf.constant([b"not an image"]))
+    out = loaded.signatures["serving_default"](images=tf.zeros([1, 1, 1, 3], tf.uint8))  # 1x1 pixel
+    assert out["detection_boxes"].shape[0] == 1
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        loaded.signatures["serving_default"](images=tf.zeros([1, 0, 5, 3], tf.uint8))
