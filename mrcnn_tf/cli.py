@@ -23,7 +23,6 @@ EXIT_NOT_IMPLEMENTED = 3
 #: Subcommands that arrive with later work, and where they are tracked.
 PLANNED = {
     "predict": "prediction with pictures (issue #6)",
-    "export": "SavedModel export for TF Serving (issue #6)",
 }
 
 

@@ -89,6 +89,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a SavedModel for TF Serving: OUT/<version>/ with two signatures and the label map."""
+    from mrcnn_tf.config import load_config
+    from mrcnn_tf.data.builder import build_dataset, build_input_pipeline
+    from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
+    from registry.errors import UserError
+
+    cfg = load_config(args.config, _overrides(args))
+    base = Path(args.out)
+    version = args.version
+    if version is None:
+        existing = [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
+        version = max(existing, default=0) + 1
+    target = base / str(version)
+    if target.exists():
+        raise UserError(f"{target} already exists; pass another --version (nothing was overwritten)")
+    weights = Path(args.weights)
+    label_map = weights / "label_map.json" if weights.is_dir() else weights.parent / "label_map.json"
+    if label_map.is_file():
+        labels = json.loads(label_map.read_text(encoding="utf-8"))
+    else:
+        _synthetic_data_in(cfg, str(weights if weights.is_dir() else weights.parent))
+        labels = build_dataset(cfg, "train").category_map.to_json()
+    model, loaded = _model_with_weights(cfg, args.weights)
+    preprocess = Preprocessing.from_pipeline(build_input_pipeline(cfg))
+    export_saved_model(model, target, preprocess, labels, paste_masks=args.paste_masks)
+    print(f"weights: {loaded}")
+    print(f"wrote {target} (signatures serving_default, serving_bytes; assets/label_map.json)")
+    mount = f"{base.resolve()}:/models/mrcnn"
+    print(f"serve: docker run -p 8501:8501 -v {mount} -e MODEL_NAME=mrcnn tensorflow/serving")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the built-in synthetic dataset: train, evaluate, predict, pictures."""
     import numpy as np
@@ -168,6 +201,18 @@ def add_train_commands(sub, common, overrides, parser_class, with_framework) -> 
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
     p.add_argument("--overwrite", action="store_true", help="replace metrics in --out")
     p.set_defaults(func=with_framework(cmd_evaluate))
+
+    p = sub.add_parser(
+        "export", parents=[common, overrides], help="SavedModel for TF Serving (numbered version)"
+    )
+    p.add_argument("config", help="a YAML file or the name of a bundled config")
+    p.add_argument("--weights", required=True, help="a run directory, .weights.h5 file or checkpoint")
+    p.add_argument("--out", required=True, help="model base path; the export goes to OUT/<version>/")
+    p.add_argument("--version", type=int, help="version number (default: one more than the highest in OUT)")
+    p.add_argument(
+        "--paste-masks", action="store_true", help="also output full-image masks (detection_masks_image)"
+    )
+    p.set_defaults(func=with_framework(cmd_export))
 
     p = sub.add_parser(
         "demo",

@@ -63,7 +63,7 @@ class Preprocessing:
         return cls(pipeline.min_size, pipeline.max_size, pipeline.size_divisibility, pipeline.antialias)
 
     def __call__(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """uint8 ``[H, W, 3]`` -> (padded uint8 ``[Hp, Wp, 3]``, size float32 ``[2]``, scale float32 ``[2]``)."""
+        """uint8 ``[H, W, 3]`` -> (padded uint8 ``[Hp, Wp, 3]``, size ``[2]``, scale ``[2]`` float32)."""
         shape = tf.shape(image)
         size = T.short_side_size(shape[0], shape[1], self.min_size, self.max_size)
         resized = T.resize_image(image, size, self.antialias)

@@ -96,3 +96,21 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
     # a second demo reuses the finished run instead of retraining (or refusing)
     assert main(argv) == 0
     assert "reusing it" in capsys.readouterr().out
+
+
+def test_export_writes_a_numbered_version_and_never_overwrites(tmp_path, capsys):
+    import tensorflow as tf
+
+    workdir = tmp_path / "run"
+    assert main([*_train_argv(workdir, "train.max_steps=2")]) == 0
+    base = tmp_path / "models" / "mrcnn"
+    argv = ["export", CONFIG, "--weights", str(workdir), "--out", str(base), "--set", *TINY]
+    assert main(argv) == 0 and main(argv) == 0  # versions 1 and 2
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
+    labels = json.loads((base / "1" / "assets" / "label_map.json").read_text())
+    assert [c["name"] for c in labels["categories"]] == ["circle", "square", "triangle"]
+    assert "docker run" in capsys.readouterr().out
+    assert main([*argv, "--version", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    loaded = tf.saved_model.load(str(base / "1"))
+    assert set(loaded.signatures) == {"serving_default", "serving_bytes"}
