@@ -90,6 +90,7 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
     assert "mrcnn-tf demo finished" in out and "segm: AP" in out
     pictures = sorted((workdir / "predictions").glob("*.png"))
     assert len(pictures) == 2
+    assert (workdir / "export" / "1" / "saved_model.pb").is_file() and "SavedModel:" in out
     assert (workdir / "synthetic" / "annotations" / "instances_train.json").is_file()
     metrics = json.loads((workdir / "demo_metrics.json").read_text())
     assert 0.0 <= metrics["segm"]["AP50"] <= 1.0
