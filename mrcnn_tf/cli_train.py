@@ -129,7 +129,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from mrcnn_tf.config import load_config
     from mrcnn_tf.data.builder import build_dataset, build_input_pipeline
-    from mrcnn_tf.evaluation.evaluator import prediction_picture
+    from mrcnn_tf.evaluation.evaluator import CocoEvaluator
+    from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
     from mrcnn_tf.training import workdir as run_files
     from mrcnn_tf.training.trainer import train
 
@@ -152,29 +153,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result = train(cfg, workdir, overwrite=args.overwrite, verbose=2 if args.quiet else "auto")
         model, metrics = result["model"], result["metrics"]
     val = build_dataset(cfg, "val")
+    pipeline = build_input_pipeline(cfg)
     pictures = workdir / "predictions"
     pictures.mkdir(parents=True, exist_ok=True)
-    batch = next(iter(build_input_pipeline(cfg)(val, training=False, repeat=False)))
-    detections = model.predict_on_batch({"images": batch["images"], "image_size": batch["image_size"]})
-    outputs = {k: np.asarray(v) for k, v in detections.items()}
-    written = []
-    for b in range(batch["images"].shape[0]):
-        h, w = (int(v) for v in batch["image_size"][b].numpy())
-        picture = prediction_picture(batch["images"][b].numpy()[:h, :w], outputs, b, val.category_map.name)
-        path = pictures / f"val_{int(batch['image_id'][b])}.png"
-        Image.fromarray(np.asarray(picture)).save(path)
-        written.append(path)
-    from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
-
+    first_batch = pipeline.batch_size
+    evaluator = CocoEvaluator(val, pipeline, max_images=first_batch, num_pictures=first_batch)
+    _, image_ids, drawn = evaluator.predict(model)
+    for image_id, picture in zip(image_ids, drawn, strict=True):
+        Image.fromarray(np.asarray(picture)).save(pictures / f"val_{image_id}.png")
     exported = workdir / "export" / "1"
     if not exported.exists():
-        preprocess = Preprocessing.from_pipeline(build_input_pipeline(cfg))
-        export_saved_model(model, exported, preprocess, val.category_map.to_json())
+        export_saved_model(model, exported, Preprocessing.from_pipeline(pipeline), val.category_map.to_json())
     print(f"\nmrcnn-tf demo finished in {(time.perf_counter() - started) / 60:.1f} min")
     _print_metrics(metrics)
     print(f"  weights:      {workdir / run_files.WEIGHTS}")
     print(f"  metrics:      {workdir / 'train_state.json'} and {workdir / 'eval'}")
-    print(f"  pictures:     {pictures} ({len(written)} validation images)")
+    print(f"  pictures:     {pictures} ({len(drawn)} validation images)")
     print(f"  TensorBoard:  tensorboard --logdir {workdir / 'logs'}")
     print(f"  config:       {workdir / 'config.yaml'}")
     print(f"  SavedModel:   {exported} (serve it with TF Serving; see the README)")

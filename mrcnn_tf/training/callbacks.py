@@ -93,9 +93,7 @@ class LoopCheckpoint(_LoopCallback):
         self.last_saved: str | None = str(latest[1]) if latest else None
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.store is None or (
-            self.guard is not None and self.guard.tripped and self.guard.mode == "stop"
-        ):
+        if self.store is None or (self.guard is not None and self.guard.tripped):
             return
         self.last_saved = str(self.store.save(self.model, self.step_after_loop(epoch)))
 

@@ -57,10 +57,12 @@ class CheckpointStore:
             old.unlink(missing_ok=True)
         return path
 
-    def restore(self, model) -> int:
-        """Load the newest checkpoint into a built model with a built optimizer; its step (0 if none)."""
+    def restore(self, model) -> tuple[int, Path] | None:
+        """Load the newest checkpoint into a built model with a built optimizer; its ``(step, path)``.
+
+        None (and nothing loaded) when there is no checkpoint.
+        """
         latest = self.latest()
-        if latest is None:
-            return 0
-        model.load_weights(str(latest[1]))
-        return latest[0]
+        if latest is not None:
+            model.load_weights(str(latest[1]))
+        return latest

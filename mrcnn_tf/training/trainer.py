@@ -128,8 +128,8 @@ def train(
         model.compile(optimizer=optimizer, jit_compile=bool(settings.jit_compile))
         optimizer.build(model.trainable_variables)
     store = CheckpointStore(workdir / "checkpoints", keep=settings.keep_checkpoints)
-    latest = store.latest()
-    start = store.restore(model)  # the step is in the file name (see CheckpointStore)
+    latest = store.restore(model)  # (step, path): the step is in the file name
+    start = latest[0] if latest else 0
     if start % settings.steps_per_loop:
         raise UserError(f"{latest[1]}: saved at step {start}, not at a multiple of train.steps_per_loop")
     if verbose and latest:

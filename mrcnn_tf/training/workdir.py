@@ -94,15 +94,15 @@ def load_weights(model, path: str | os.PathLike) -> str:
 
     path = Path(path)
     if path.is_dir():
-        latest = CheckpointStore(path / "checkpoints").latest() or CheckpointStore(path).latest()
         if (path / WEIGHTS).is_file():
             path = path / WEIGHTS
-        elif latest is not None:
+        else:  # no final weights: the newest checkpoint
+            latest = CheckpointStore(path / "checkpoints").latest() or CheckpointStore(path).latest()
+            if latest is None:
+                raise UserError(
+                    f"{path}: no {WEIGHTS} and no checkpoint in it; pass a weights file or a run directory"
+                )
             path = latest[1]
-        else:
-            raise UserError(
-                f"{path}: no {WEIGHTS} and no checkpoint in it; pass a weights file or a run directory"
-            )
     if not path.is_file():
         raise UserError(f"{path}: weights file not found")
     if not path.name.endswith(".weights.h5"):

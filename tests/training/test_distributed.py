@@ -22,9 +22,8 @@ RUN = Path(__file__).with_name("distributed_run.py")
 
 
 def _env(**extra):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", **extra)
     return env
 
 
