@@ -14,16 +14,11 @@ from collections.abc import Iterator, Sequence
 
 from mrcnn_tf import __version__
 from mrcnn_tf.cli_data import add_data_commands
+from mrcnn_tf.cli_predict import add_predict_command
 from mrcnn_tf.cli_train import add_train_commands
 from registry.errors import UserError
 
 EXIT_USER_ERROR = 2
-EXIT_NOT_IMPLEMENTED = 3
-
-#: Subcommands that arrive with later work, and where they are tracked.
-PLANNED = {
-    "predict": "prediction with pictures (issue #6)",
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,20 +129,6 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_planned(args: argparse.Namespace) -> int:
-    """Subcommands that are not implemented yet: validate the config if given, then say so."""
-    if getattr(args, "config", None):
-        _import_framework(args.debug)
-        from mrcnn_tf.config import load_config
-
-        load_config(args.config, _flatten(getattr(args, "set", None)))
-    print(
-        f"mrcnn-tf {args.command}: not implemented yet: {PLANNED[args.command]}.",
-        file=sys.stderr,
-    )
-    return EXIT_NOT_IMPLEMENTED
-
-
 # -------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``mrcnn-tf``."""
@@ -193,12 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_commands(sub, common, overrides, _Parser, _with_framework)
     add_data_commands(sub, common, overrides, _Parser, _with_framework)
+    add_predict_command(sub, common, overrides, _with_framework)
 
-    for name, what in PLANNED.items():
-        p = sub.add_parser(name, parents=[common, overrides], help=f"{what} [not implemented yet]")
-        p.add_argument("config", nargs="?", help="a YAML file or the name of a bundled config")
-        p.add_argument("--workdir", help="run directory")
-        p.set_defaults(func=cmd_planned)
     return parser
 
 

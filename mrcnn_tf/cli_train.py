@@ -49,13 +49,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_with_weights(cfg: dict, weights: str):
+def model_with_weights(cfg: dict, weights: str):
     from mrcnn_tf import build_model
     from mrcnn_tf.training.workdir import load_weights
 
     model = build_model(cfg)
     model.build()
     return model, load_weights(model, weights)
+
+
+def category_map_for(cfg: dict, weights: str):
+    """The class names and dataset ids of trained weights: the run's ``label_map.json`` next to
+    them, else the config's training dataset."""
+    from mrcnn_tf.data.builder import build_dataset
+    from mrcnn_tf.data.category_map import CategoryMap
+
+    path = Path(weights)
+    run_dir = path if path.is_dir() else path.parent
+    for folder in (run_dir, run_dir.parent):  # a run dir, final weights, or checkpoints/ckpt-N
+        if (folder / "label_map.json").is_file():
+            return CategoryMap.load(folder / "label_map.json")
+    _synthetic_data_in(cfg, str(run_dir))
+    return build_dataset(cfg, "train").category_map
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -74,7 +89,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"the config has no data.{args.split} dataset to evaluate on")
     settings = EvalSettings.from_config(cfg)
     dataset = build_dataset(cfg, args.split)
-    model, loaded = _model_with_weights(cfg, args.weights)
+    model, loaded = model_with_weights(cfg, args.weights)
     evaluator = CocoEvaluator(
         dataset,
         build_input_pipeline(cfg),
@@ -92,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a SavedModel for TF Serving: OUT/<version>/ with two signatures and the label map."""
     from mrcnn_tf.config import load_config
-    from mrcnn_tf.data.builder import build_dataset, build_input_pipeline
+    from mrcnn_tf.data.builder import build_input_pipeline
     from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
     from registry.errors import UserError
 
@@ -105,14 +120,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = base / str(version)
     if target.exists():
         raise UserError(f"{target} already exists; pass another --version (nothing was overwritten)")
-    weights = Path(args.weights)
-    label_map = weights / "label_map.json" if weights.is_dir() else weights.parent / "label_map.json"
-    if label_map.is_file():
-        labels = json.loads(label_map.read_text(encoding="utf-8"))
-    else:
-        _synthetic_data_in(cfg, str(weights if weights.is_dir() else weights.parent))
-        labels = build_dataset(cfg, "train").category_map.to_json()
-    model, loaded = _model_with_weights(cfg, args.weights)
+    labels = category_map_for(cfg, args.weights).to_json()
+    model, loaded = model_with_weights(cfg, args.weights)
     preprocess = Preprocessing.from_pipeline(build_input_pipeline(cfg))
     export_saved_model(model, target, preprocess, labels, paste_masks=args.paste_masks)
     print(f"weights: {loaded}")
@@ -147,7 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(
             f"  {workdir} holds a finished demo run (step {state['step']}); reusing it (--overwrite retrains)"
         )
-        model, _ = _model_with_weights(cfg, str(workdir))
+        model, _ = model_with_weights(cfg, str(workdir))
         metrics = state.get("metrics")
     else:
         result = train(cfg, workdir, overwrite=args.overwrite, verbose=2 if args.quiet else "auto")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from plugin_fixtures import TINY_BACKBONE, make_distribution
 
-from mrcnn_tf.cli import EXIT_NOT_IMPLEMENTED, main
+from mrcnn_tf.cli import main
 from mrcnn_tf.config import load_config
 from registry import ConfigError
 
@@ -169,15 +169,20 @@ def test_usage_errors_exit_2(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["predict"])
-def test_planned_commands_say_not_implemented(command, capsys):
-    assert main([command]) == EXIT_NOT_IMPLEMENTED
-    assert "not implemented yet" in capsys.readouterr().err
+def test_predict_needs_exactly_one_model_source(tmp_path, capsys):
+    assert main(["predict", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "either --saved-model DIR or --config CONFIG --weights W" in capsys.readouterr().err
+    both = ["predict", str(tmp_path), "--out", "o", "--saved-model", "m", "--config", "c", "--weights", "w"]
+    assert main(both) == 2
 
 
-def test_planned_commands_still_validate_their_config(write, capsys):
+def test_predict_with_a_bad_config_is_a_user_error(write, tmp_path, capsys):
     cfg = write("bad.yaml", "model:\n  backbone: {type: ResNett}\n")
-    assert main(["predict", str(cfg)]) == 2
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    argv = ["predict", str(image), "--out", str(tmp_path / "o"), "--config", str(cfg), "--weights", "w"]
+    assert main(argv) == 2
+    assert "Did you mean ResNet?" in capsys.readouterr().err
 
 
 def test_console_script_exit_status_and_no_traceback(tmp_path):

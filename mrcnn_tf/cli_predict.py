@@ -1,0 +1,89 @@
+"""``mrcnn-tf predict``: pictures and COCO results for image files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_predict_command"]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Detect objects in images with an exported SavedModel or a config and its weights."""
+    from mrcnn_tf.export.predictor import Predictor, find_images, image_ids_from_coco, predict_images
+    from registry.errors import UserError
+
+    if bool(args.saved_model) == bool(args.config or args.weights):
+        raise UserError("pass either --saved-model DIR or --config CONFIG --weights W (not both)")
+    if args.config and not args.weights:
+        raise UserError("--config needs --weights (a run directory or a .weights.h5 file)")
+    if args.weights and not args.config:
+        raise UserError("--weights needs --config (the config the weights were trained with)")
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise UserError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    out = Path(args.out)
+    if (out / "predictions.json").exists() and not args.overwrite:
+        raise UserError(
+            f"{out / 'predictions.json'} already exists; choose another --out or pass --overwrite"
+        )
+    images = find_images(args.images)
+    image_ids = image_ids_from_coco(args.image_ids) if args.image_ids else None
+    if args.saved_model:
+        predictor = Predictor.from_saved_model(args.saved_model)
+    else:
+        predictor = _predictor_from_config(args)
+    print(f"predicting {len(images)} images with {predictor.source}")
+    summary = predict_images(
+        predictor,
+        images,
+        out,
+        score_threshold=args.score_threshold,
+        image_ids=image_ids,
+        progress=not args.quiet,
+    )
+    for path, reason in summary["skipped"]:
+        print(f"skipped {path}: {reason}")
+    print(
+        f"{summary['images']} images, {summary['detections']} detections with score >= "
+        f"{args.score_threshold}: pictures and predictions.json (COCO results; images.json lists "
+        f"the images) in {out}"
+    )
+    return 1 if summary["skipped"] else 0
+
+
+def _predictor_from_config(args: argparse.Namespace):
+    from mrcnn_tf.cli_train import category_map_for, model_with_weights
+    from mrcnn_tf.config import load_config
+    from mrcnn_tf.data.builder import build_input_pipeline
+    from mrcnn_tf.export.predictor import Predictor
+    from mrcnn_tf.export.saved_model import Preprocessing
+
+    cfg = load_config(args.config, [v for group in (args.set or []) for v in group])
+    category_map = category_map_for(cfg, args.weights)
+    model, loaded = model_with_weights(cfg, args.weights)
+    preprocess = Preprocessing.from_pipeline(build_input_pipeline(cfg))
+    return Predictor.from_model(model, preprocess, category_map, source=loaded)
+
+
+def add_predict_command(sub, common, overrides, with_framework) -> None:
+    """Register ``predict`` on the ``mrcnn-tf`` subparsers."""
+    p = sub.add_parser(
+        "predict",
+        parents=[common, overrides],
+        help="draw detections on images and write COCO results (SavedModel or config + weights)",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGES_OR_DIRS", help="image files or folders (recursive)")
+    p.add_argument("--saved-model", help="an export of `mrcnn-tf export` (version dir or base path)")
+    p.add_argument("--config", help="a YAML file or bundled config name (with --weights)")
+    p.add_argument("--weights", help="a run directory or .weights.h5 file (with --config)")
+    p.add_argument("--out", required=True, help="output folder for pictures and predictions.json")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="draw and write detections with at least this score (default: %(default)s; 0 keeps all)",
+    )
+    p.add_argument("--image-ids", help="a COCO file whose image ids to use (matched by file name)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier predictions.json in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=with_framework(cmd_predict))

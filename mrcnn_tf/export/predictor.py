@@ -1,0 +1,274 @@
+"""Predictions for image files: from an exported SavedModel or from a config and its weights.
+
+:class:`Predictor` runs one image at a time through the same graph that is exported (the
+``serving_default`` signature: in-graph resize and padding, boxes in the input image's pixels),
+so ``mrcnn-tf predict --saved-model`` and ``--config/--weights`` give the same detections.
+:func:`predict_images` writes, for each image, a PNG with the detections drawn, and one
+``predictions.json`` in COCO results format (with ``images.json``, the ``images`` and
+``categories`` of a COCO file, so ``COCO("images.json").loadRes("predictions.json")`` works).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from registry.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_OUTPUT_NAMES = {
+    "detection_boxes": "boxes",
+    "detection_scores": "scores",
+    "detection_classes": "classes",
+    "num_detections": "num_detections",
+    "detection_masks": "masks",
+}
+
+
+class Predictor:
+    """Detections of one uint8 ``[H, W, 3]`` image at a time.
+
+    Calling it returns the model's output names with a batch dimension of 1, as NumPy:
+    ``boxes [1, N, 4]`` ``[y1, x1, y2, x2]`` in pixels of the given image, ``scores [1, N]``,
+    ``classes [1, N]`` int (1..K), ``num_detections [1]``, ``masks [1, N, M, M]`` box-relative
+    probabilities.
+
+    Args:
+        serving_fn: a ``serving_default`` function (``images`` uint8 ``[B, H, W, 3]`` -> the
+            exported outputs).
+        names: class id (1..K) -> name.
+        dataset_ids: ``dataset_ids[k - 1]`` is the dataset's category id of class ``k``.
+        source: what the predictor was loaded from (for messages).
+    """
+
+    def __init__(self, serving_fn: Callable, names: Sequence[str], dataset_ids: Sequence[int], source: str):
+        self.serving_fn = serving_fn
+        self.names = list(names)
+        self.dataset_ids = [int(i) for i in dataset_ids]
+        self.source = source
+
+    def name(self, class_id: int) -> str:
+        """The class name of a contiguous class id (``class <k>`` beyond the label map)."""
+        k = int(class_id)
+        return self.names[k - 1] if 1 <= k <= len(self.names) else f"class {k}"
+
+    def categories(self) -> list[dict]:
+        """COCO ``categories`` entries (dataset ids and names)."""
+        return [{"id": d, "name": n} for d, n in zip(self.dataset_ids, self.names, strict=True)]
+
+    def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        out = self.serving_fn(images=tf.constant(np.asarray(image, np.uint8)[None]))
+        return {_OUTPUT_NAMES[k]: np.asarray(v) for k, v in out.items() if k in _OUTPUT_NAMES}
+
+    @classmethod
+    def from_saved_model(cls, path: str | os.PathLike) -> Predictor:
+        """Load an export of ``mrcnn-tf export``: a version directory, or a base path (the
+        highest numbered version in it is used)."""
+        import tensorflow as tf
+
+        path = resolve_saved_model(path)
+        loaded = tf.saved_model.load(str(path))
+        if "serving_default" not in loaded.signatures:
+            raise UserError(f"{path}: the SavedModel has no serving_default signature")
+        fn = loaded.signatures["serving_default"]
+        missing = set(_OUTPUT_NAMES) - set(fn.structured_outputs)
+        if missing or "images" not in fn.structured_input_signature[1]:
+            raise UserError(
+                f"{path}: not a SavedModel of `mrcnn-tf export` (serving_default needs input 'images' "
+                f"and outputs {sorted(_OUTPUT_NAMES)}; missing {sorted(missing) or ['images']})"
+            )
+        names, ids = _label_map(path / "assets" / "label_map.json")
+        predictor = cls(fn, names, ids, str(path))
+        predictor._keep_alive = loaded  # the signature needs its SavedModel object alive
+        return predictor
+
+    @classmethod
+    def from_model(cls, model, preprocess, category_map, source: str = "keras model") -> Predictor:
+        """Wrap a built Keras ``MaskRCNN`` in the exported serving graph (same outputs)."""
+        from mrcnn_tf.export.saved_model import build_serving_functions
+
+        serving_default, _ = build_serving_functions(model, preprocess)
+        return cls(serving_default, category_map.names, category_map.dataset_ids, source)
+
+
+def resolve_saved_model(path: str | os.PathLike) -> Path:
+    """``path`` if it holds ``saved_model.pb``, else its highest numbered version that does."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    if path.is_dir():
+        versions = sorted(
+            (int(p.name), p) for p in path.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()
+        )
+        if versions:
+            return versions[-1][1]
+    raise UserError(
+        f"{path}: no saved_model.pb there nor in a numbered version directory under it; "
+        "pass the directory written by `mrcnn-tf export`"
+    )
+
+
+def _label_map(path: Path) -> tuple[list[str], list[int]]:
+    if not path.is_file():  # a foreign export: numbered classes
+        return [], []
+    from mrcnn_tf.data.category_map import CategoryMap
+
+    try:
+        category_map = CategoryMap.load(path)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: not a label map written by mrcnn-tf ({exc})") from exc
+    return list(category_map.names), list(category_map.dataset_ids)
+
+
+def find_images(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
+    """Image files named or found (recursively) in directories: ``[(path, output name), ...]``.
+
+    The output name is the path relative to the directory given (the file name for files given
+    directly) with a ``.png`` suffix; names are made unique with ``-2``, ``-3``, ...
+
+    Raises:
+        UserError: a path that does not exist, or no image files at all.
+    """
+    found: list[tuple[Path, str]] = []
+    for given in paths:
+        given = Path(given)
+        if given.is_dir():
+            files = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found.extend((p, p.relative_to(given).with_suffix(".png").as_posix()) for p in files)
+        elif given.is_file():
+            found.append((given, given.with_suffix(".png").name))
+        else:
+            raise UserError(f"{given}: no such file or directory")
+    if not found:
+        raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}")
+    seen: dict[str, int] = {}
+    unique = []
+    for path, name in found:
+        count = seen.get(name, 0) + 1
+        seen[name] = count
+        unique.append((path, name if count == 1 else f"{name[:-4]}-{count}.png"))
+    return unique
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as uint8 RGB ``[H, W, 3]`` (EXIF orientation applied, gray/RGBA converted).
+
+    Raises:
+        UserError: the file cannot be read as an image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            array = np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read it as an image ({exc})") from exc
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise UserError(f"{path}: the image has no pixels")
+    return array
+
+
+def image_ids_from_coco(path: str | os.PathLike) -> dict[str, int]:
+    """``{file_name: image_id}`` of a COCO annotation file (also keyed by base name)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            images = json.load(handle)["images"]
+        ids = {}
+        for image in images:
+            ids[str(image["file_name"])] = int(image["id"])
+            ids.setdefault(Path(str(image["file_name"])).name, int(image["id"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: cannot read image ids from it as a COCO file ({exc})") from exc
+    return ids
+
+
+def _threshold(outputs: Mapping[str, np.ndarray], score_threshold: float) -> dict[str, np.ndarray]:
+    """Only the detections with ``score >= score_threshold`` (batch of one)."""
+    n = int(outputs["num_detections"][0])
+    keep = np.nonzero(outputs["scores"][0, :n] >= score_threshold)[0]
+    kept = {k: v[:, keep] for k, v in outputs.items() if k != "num_detections"}
+    kept["num_detections"] = np.array([len(keep)])
+    return kept
+
+
+def predict_images(
+    predictor: Predictor,
+    images: Sequence[tuple[Path, str]],
+    out_dir: str | os.PathLike,
+    *,
+    score_threshold: float = 0.5,
+    image_ids: Mapping[str, int] | None = None,
+    mask_threshold: float = 0.5,
+    progress: bool = True,
+) -> dict:
+    """Predict every image; write PNG pictures, ``predictions.json`` and ``images.json``.
+
+    Args:
+        predictor: see :class:`Predictor`.
+        images: ``[(path, output name)]`` from :func:`find_images`.
+        out_dir: created if needed; files in it are replaced (the CLI asks first).
+        score_threshold: detections below it are neither drawn nor written.
+        image_ids: ``{file name: COCO image id}`` (e.g. :func:`image_ids_from_coco`); images
+            are numbered 1, 2, ... in order without it.
+        mask_threshold: pasted masks are binarised at ``>=`` this.
+        progress: show a progress bar.
+
+    Returns:
+        ``{"images": n, "detections": d, "skipped": [(path, reason), ...]}``.
+
+    Raises:
+        UserError: an image missing from ``image_ids``.
+    """
+    import keras
+    from PIL import Image
+
+    from mrcnn_tf.evaluation.coco_metrics import detections_to_coco
+    from mrcnn_tf.evaluation.evaluator import prediction_picture
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    to_dataset = [0, *predictor.dataset_ids] if predictor.dataset_ids else None
+    results, coco_images, skipped = [], [], []
+    bar = keras.utils.Progbar(len(images), unit_name="image") if progress else None
+    for number, (path, name) in enumerate(images, start=1):
+        image_id = number
+        if image_ids is not None:
+            key = next(
+                (k for k in (path.as_posix(), name[:-4] + path.suffix, path.name) if k in image_ids), None
+            )
+            if key is None:
+                raise UserError(f"{path}: no image with this file name in the --image-ids COCO file")
+            image_id = image_ids[key]
+        try:
+            image = read_image(path)
+        except UserError as exc:
+            skipped.append((str(path), str(exc)))
+            if bar is not None:
+                bar.add(1)
+            continue
+        outputs = _threshold(predictor(image), score_threshold)
+        picture = prediction_picture(image, outputs, 0, predictor.name, score_threshold=score_threshold)
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(target)
+        height, width = image.shape[:2]
+        batch = {"image_id": [image_id], "original_size": [[height, width]], "image_scale": [[1.0, 1.0]]}
+        ids = to_dataset or list(range(int(outputs["classes"].max(initial=0)) + 1))
+        results.extend(detections_to_coco(outputs, batch, ids, mask_threshold))
+        coco_images.append({"id": image_id, "file_name": str(path), "height": height, "width": width})
+        if bar is not None:
+            bar.add(1)
+    categories = predictor.categories() or [
+        {"id": k, "name": f"class {k}"} for k in sorted({r["category_id"] for r in results})
+    ]
+    (out / "predictions.json").write_text(json.dumps(results) + "\n", encoding="utf-8")
+    listing = {"images": coco_images, "categories": categories, "annotations": []}
+    (out / "images.json").write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
+    return {"images": len(coco_images), "detections": len(results), "skipped": skipped}

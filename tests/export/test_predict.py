@@ -1,0 +1,129 @@
+"""``mrcnn-tf predict``: pictures and COCO results from a SavedModel or a config and weights."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from training_fixtures import CONFIG, TINY, tiny_config
+
+from mrcnn_tf import build_model
+from mrcnn_tf.cli import main
+from mrcnn_tf.data.builder import build_input_pipeline
+from mrcnn_tf.data.category_map import CategoryMap
+from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
+
+SETTINGS = [*TINY, "model.score_threshold=0.0"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Random weights with a label map (dataset ids 3, 7, 42), exported; a folder of images."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    root = tmp_path_factory.mktemp("predict")
+    cfg = tiny_config("model.score_threshold=0.0")
+    model = build_model(cfg)
+    model.build()
+    run = root / "run"
+    run.mkdir()
+    model.save_weights(str(run / "model.weights.h5"))
+    labels = CategoryMap((3, 7, 42), ("cat", "dog", "eel"))
+    labels.save(run / "label_map.json")
+    base = root / "models"
+    export_saved_model(
+        model, base / "1", Preprocessing.from_pipeline(build_input_pipeline(cfg)), labels.to_json()
+    )
+    images = root / "images"
+    (images / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (48, 80, 3), np.uint8)).save(images / "wide.png")
+    Image.fromarray(rng.integers(0, 255, (70, 40), np.uint8)).save(images / "sub" / "gray.jpg")
+    (images / "broken.png").write_bytes(b"this is not a png")
+    return run, base, images
+
+
+def _signature_outputs(base, path):
+    loaded = tf.saved_model.load(str(base / "1"))
+    image = np.asarray(Image.open(path).convert("RGB"))
+    return {k: v.numpy()[0] for k, v in loaded.signatures["serving_default"](images=image[None]).items()}
+
+
+def test_predict_with_a_saved_model_writes_pictures_and_coco_results(setup, tmp_path, capsys):
+    from pycocotools.coco import COCO
+
+    _, base, images = setup
+    out = tmp_path / "out"
+    argv = ["predict", str(images), "--saved-model", str(base), "--out", str(out), "--score-threshold", "0"]
+    assert main(argv) == 1  # one file was skipped
+    printed = capsys.readouterr().out
+    assert "skipped" in printed and "broken.png" in printed and "cannot read it as an image" in printed
+    assert Image.open(out / "wide.png").size == (80, 48)
+    assert Image.open(out / "sub" / "gray.png").size == (40, 70)
+    results = json.loads((out / "predictions.json").read_text())
+    with contextlib.redirect_stdout(io.StringIO()):
+        detections = COCO(str(out / "images.json")).loadRes(str(out / "predictions.json"))
+    assert len(detections.anns) == len(results) > 0
+    listing = json.loads((out / "images.json").read_text())
+    by_file = {im["file_name"].rsplit("/", 1)[-1]: im["id"] for im in listing["images"]}
+    assert listing["categories"] == [
+        {"id": 3, "name": "cat"},
+        {"id": 7, "name": "dog"},
+        {"id": 42, "name": "eel"},
+    ]
+    reference = _signature_outputs(base, images / "wide.png")
+    mine = [r for r in results if r["image_id"] == by_file["wide.png"]]
+    n = int(reference["num_detections"])
+    assert len(mine) == n
+    y1, x1, y2, x2 = reference["detection_boxes"][0].astype(np.float64)
+    np.testing.assert_allclose(mine[0]["bbox"], [x1, y1, x2 - x1, y2 - y1], atol=1e-4)
+    assert mine[0]["category_id"] == (3, 7, 42)[int(reference["detection_classes"][0]) - 1]
+    assert mine[0]["segmentation"]["size"] == [48, 80]
+    assert main(argv) == 2  # predictions.json exists: nothing replaced without --overwrite
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_predict_with_config_and_weights_matches_the_saved_model(setup, tmp_path):
+    run, base, images = setup
+    first, second = tmp_path / "a", tmp_path / "b"
+    common = [str(images / "wide.png"), "--score-threshold", "0", "--quiet"]
+    assert main(["predict", *common, "--saved-model", str(base / "1"), "--out", str(first)]) == 0
+    keras_argv = ["--config", CONFIG, "--weights", str(run), "--set", *SETTINGS, "--out", str(second)]
+    assert main(["predict", *common, *keras_argv]) == 0
+    a = json.loads((first / "predictions.json").read_text())
+    b = json.loads((second / "predictions.json").read_text())
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        assert x["category_id"] == y["category_id"] and x["image_id"] == y["image_id"]
+        np.testing.assert_allclose(x["bbox"], y["bbox"], atol=1e-3)
+        assert abs(x["score"] - y["score"]) < 1e-5
+
+
+def test_predict_uses_image_ids_of_a_coco_file_and_the_score_threshold(setup, tmp_path):
+    _, base, images = setup
+    reference = _signature_outputs(base, images / "wide.png")
+    scores = reference["detection_scores"][: int(reference["num_detections"])]
+    threshold = float(np.median(scores))
+    coco = tmp_path / "gt.json"
+    coco.write_text(json.dumps({"images": [{"id": 1234, "file_name": "photos/wide.png"}]}))
+    out = tmp_path / "out"
+    argv = ["predict", str(images / "wide.png"), "--saved-model", str(base), "--out", str(out)]
+    assert main([*argv, "--image-ids", str(coco), "--score-threshold", str(threshold), "--quiet"]) == 0
+    results = json.loads((out / "predictions.json").read_text())
+    assert {r["image_id"] for r in results} == {1234}
+    assert len(results) == int(np.sum(scores >= threshold))
+    assert min(r["score"] for r in results) >= threshold
+
+
+def test_predict_reports_a_missing_path_and_a_missing_saved_model(tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope.jpg"), "--saved-model", str(tmp_path), "--out", "o"]) == 2
+    assert "nope.jpg: no such file or directory" in capsys.readouterr().err
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    assert main(["predict", str(tmp_path / "a.png"), "--saved-model", str(tmp_path), "--out", "o"]) == 2
+    assert "no saved_model.pb" in capsys.readouterr().err
