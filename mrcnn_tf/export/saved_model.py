@@ -17,7 +17,8 @@ image; ``detection_scores`` float32 ``[B, N]``; ``detection_classes`` int32 ``[B
 for empty slots); ``num_detections`` int32 ``[B]``; ``detection_masks`` float32
 ``[B, N, M, M]`` box-relative mask probabilities; with ``paste_masks=True`` also
 ``detection_masks_image`` uint8 ``[B, N, H, W]`` (0/1, pasted in the graph; ``serving_default``
-only, whose images share one size).
+only, whose images share one size; ``B*N*H*W`` bytes, so ~6 GB for 100 slots of an 8000×8000
+image: large-image clients should paste ``detection_masks`` themselves).
 
 ``assets/label_map.json`` holds the class names and the dataset's category ids.
 """
@@ -117,9 +118,13 @@ def build_serving_functions(model, preprocess: Preprocessing, *, paste_masks: bo
         if paste_masks:
             shape = tf.shape(images)
 
-            def paste(args):
+            def paste(args):  # one detection at a time: float memory H*W, not N*H*W
                 masks, boxes = args
-                return paste_box_masks(masks, boxes, (shape[1], shape[2]))
+                return tf.map_fn(
+                    lambda mb: paste_box_masks(mb[0][None], mb[1][None], (shape[1], shape[2]))[0],
+                    (masks, boxes),
+                    fn_output_signature=tf.uint8,
+                )
 
             out["detection_masks_image"] = tf.map_fn(
                 paste, (out["detection_masks"], out["detection_boxes"]), fn_output_signature=tf.uint8

@@ -104,7 +104,7 @@ def paste_masks(
     Args:
         masks: ``[N, M, M]`` float mask probabilities, box-relative (the mask head's output).
         boxes: ``[N, 4]`` float32 ``[y1, x1, y2, x2]`` in the pixels of the target image.
-        image_size: ``(height, width)`` of the target image (Python ints).
+        image_size: ``(height, width)`` of the target image (Python ints or int32 scalar tensors).
         threshold: binarise at ``>= threshold`` (0.5, as Detectron2); ``None`` returns the
             interpolated probabilities.
 
@@ -115,7 +115,7 @@ def paste_masks(
     size = masks.shape[-1]
     if size is None:
         raise ValueError("paste_masks needs a static mask size")
-    height, width = int(image_size[0]), int(image_size[1])
+    height, width = (v if tf.is_tensor(v) else int(v) for v in image_size[:2])
     y1, x1, y2, x2 = tf.unstack(tf.cast(boxes, tf.float32), axis=-1)
     cell_h = tf.maximum(y2 - y1, 1e-6) / size
     cell_w = tf.maximum(x2 - x1, 1e-6) / size

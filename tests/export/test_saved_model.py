@@ -63,6 +63,10 @@ def test_both_signatures_match_the_keras_model(exported):
     pasted = outputs[0]["detection_masks_image"].numpy()
     assert pasted.shape == (1, model.max_detections, 50, 80) and pasted.dtype == np.uint8
     assert set(np.unique(pasted)) <= {0, 1}
+    from mrcnn_tf.ops.masks import paste_masks  # tested against float64 NumPy in tests/ops
+
+    expected = paste_masks(outputs[0]["detection_masks"][0], outputs[0]["detection_boxes"][0], (50, 80))
+    np.testing.assert_array_equal(pasted[0], expected.numpy())
 
 
 SELF_CONTAINED = textwrap.dedent(
@@ -139,3 +143,21 @@ def test_bytes_that_are_not_an_image_are_an_invalid_argument_and_the_next_reques
     assert out["detection_boxes"].shape[0] == 1
     with pytest.raises(tf.errors.InvalidArgumentError):
         loaded.signatures["serving_default"](images=tf.zeros([1, 0, 5, 3], tf.uint8))
+
+
+def test_an_8000_by_8000_image_gets_the_keras_models_answer_and_the_next_request_works(exported):
+    model, pipeline, path = exported
+    loaded = tf.saved_model.load(str(path))
+    image = np.zeros((8000, 8000, 3), np.uint8)
+    image[2000:5000, 1000:3000] = [200, 40, 40]
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, format="PNG")  # ~0.2 MB: compresses well
+    out = loaded.signatures["serving_bytes"](image_bytes=tf.constant([png.getvalue()]))
+    reference, ref_boxes = _reference(model, pipeline, image)
+    n = int(reference["num_detections"])
+    assert int(out["num_detections"][0]) == n > 0
+    np.testing.assert_allclose(out["detection_boxes"][0, :n], ref_boxes[:n], atol=1e-2)  # 83x scale
+    np.testing.assert_allclose(out["detection_scores"][0, :n], reference["scores"][:n], atol=1e-5)
+    assert float(tf.reduce_max(out["detection_boxes"])) <= 8000.0
+    small = loaded.signatures["serving_default"](images=tf.constant(_image(20, 30)[None]))
+    assert float(tf.reduce_max(small["detection_boxes"])) <= 30.0
