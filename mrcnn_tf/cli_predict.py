@@ -32,7 +32,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor = Predictor.from_saved_model(args.saved_model)
     else:
         predictor = _predictor_from_config(args)
-    print(f"predicting {len(images)} images with {predictor.source}")
+    print(f"predicting {len(images)} image{'s' if len(images) != 1 else ''} with {predictor.source}")
     summary = predict_images(
         predictor,
         images,

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,18 @@ def test_an_8000_by_8000_image_gets_the_keras_models_answer_and_the_next_request
     assert float(tf.reduce_max(out["detection_boxes"])) <= 8000.0
     small = loaded.signatures["serving_default"](images=tf.constant(_image(20, 30)[None]))
     assert float(tf.reduce_max(small["detection_boxes"])) <= 30.0
+
+
+def test_saved_model_cli_runs_the_export(exported, tmp_path):
+    path = exported[2]
+    tool = Path(sys.executable).parent / "saved_model_cli"
+    if not tool.exists():
+        pytest.skip("saved_model_cli is not installed next to this Python")
+    np.save(tmp_path / "image.npy", _image(40, 60)[None])
+    argv = [str(tool), "run", "--dir", str(path), "--tag_set", "serve", "--signature_def", "serving_default"]
+    result = subprocess.run(
+        [*argv, "--inputs", f"images={tmp_path / 'image.npy'}"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Result for output key detection_boxes" in result.stdout
+    assert "Result for output key num_detections" in result.stdout

@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Latency, first-call time and peak memory of Mask R-CNN: exported SavedModel, in-process, training.
+
+    python benchmarks/model_speed.py                          # every case, R50-FPN, fp32, CPU
+    python benchmarks/model_speed.py --cases export_640 export_1024 --repeat 5
+    python benchmarks/model_speed.py --precision bfloat16 --cases keras_640
+
+Random weights, batch 1 unless the case says otherwise, 1000 test proposals and 100 detections
+(``model.score_threshold=0`` so that all 100 slots hold a detection and the mask head runs on
+100 RoIs, as a trained model on a busy image would). Each case runs in a fresh process, so its
+first call includes all graph tracing and its peak resident memory is its own:
+
+- ``export_<S>``: ``mrcnn-tf export`` of the config (in-graph resize to ``S``; exported once
+  beforehand in another process), then ``tf.saved_model.load`` and the ``serving_default``
+  signature on a uint8 ``S x S`` image. First call = load + first request.
+- ``keras_<S>``: the Keras model in a ``tf.function`` on a float ``S x S`` image. First call =
+  build + trace + first run.
+- ``train_<S>_b<B>``: forward, losses, backward and SGD update on a synthetic batch of ``B``
+  images with 8 objects each.
+
+Prints a table (median and spread of ``--repeat`` runs after one warm-up run) and, with
+``--json``, writes the numbers. Record results in BENCHMARKS.md with the machine and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+CASES = ("export_640", "export_1024", "keras_640", "keras_1024", "train_640_b1", "train_640_b2")
+DEFAULT_CONFIG = "mask_rcnn_r50_fpn_1x_coco"
+#: The benchmark's model settings on top of the config (see the module docstring).
+BENCH_OVERRIDES = [
+    "model.proposal_generator.pre_nms_topk_test=1000",
+    "model.proposal_generator.post_nms_topk_test=1000",
+    "model.max_detections=100",
+    "model.score_threshold=0.0",
+]
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _overrides(args, size: int) -> list[str]:
+    return [*BENCH_OVERRIDES, f"data.pipeline.min_size={size}", f"data.pipeline.max_size={size}", *args.set]
+
+
+def _set_precision(precision: str) -> None:
+    import keras
+
+    if precision == "bfloat16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+
+def _build(args, size: int):
+    import keras
+
+    import mrcnn_tf
+    from mrcnn_tf.config import load_config
+
+    keras.utils.set_random_seed(0)
+    _set_precision(args.precision)
+    cfg = load_config(args.config, _overrides(args, size))
+    model = mrcnn_tf.build_model(cfg)
+    model.build()
+    return cfg, model
+
+
+def _export_dir(args, size: int) -> Path:
+    from mrcnn_tf.data.synthetic import default_cache_dir
+
+    key = json.dumps([args.config, _overrides(args, size), args.precision]).encode()
+    return default_cache_dir() / "bench-exports" / hashlib.sha256(key).hexdigest()[:12] / "1"
+
+
+def export_model(args, size: int) -> Path:
+    """Export the benchmark model for ``size`` once (cached); returns the version directory."""
+    from mrcnn_tf.data.builder import build_input_pipeline
+    from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
+
+    path = _export_dir(args, size)
+    if not (path / "saved_model.pb").is_file():
+        cfg, model = _build(args, size)
+        tmp = path.with_name(f"tmp-{os.getpid()}")
+        export_saved_model(
+            model, tmp, Preprocessing.from_pipeline(build_input_pipeline(cfg)), {"categories": []}
+        )
+        tmp.rename(path)
+    return path
+
+
+def _image(size: int, dtype: str = "uint8"):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (1, size, size, 3)).astype(dtype)
+
+
+def _batch(size: int, batch: int, instances: int = 8) -> dict:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    yx = rng.uniform(0, size * 0.6, (batch, instances, 2))
+    hw = rng.uniform(size * 0.1, size * 0.4, (batch, instances, 2))
+    return {
+        "images": rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32),
+        "gt_boxes": np.concatenate([yx, yx + hw], -1).astype(np.float32),
+        "gt_classes": rng.integers(1, 4, (batch, instances)).astype(np.int32),
+        "gt_masks": (rng.random((batch, instances, 28, 28)) > 0.3).astype(np.float32),
+    }
+
+
+def _wait(out) -> None:
+    import numpy as np
+
+    for value in out.values() if isinstance(out, dict) else [out]:
+        np.asarray(value)
+
+
+def _time_calls(fn, repeat: int) -> list[float]:
+    fn()  # warm-up after the first call
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        _wait(fn())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_case(args, case: str) -> dict:
+    """Run one case in this process; returns its numbers (seconds, MB)."""
+    import tensorflow as tf
+
+    parts = case.split("_")
+    kind, size = parts[0], int(parts[1])
+    start = time.perf_counter()
+    if kind == "export":
+        path = _export_dir(args, size)
+        loaded = tf.saved_model.load(str(path))
+        serve = loaded.signatures["serving_default"]
+        image = tf.constant(_image(size))
+
+        def fn():
+            return serve(images=image)
+
+    elif kind == "keras":
+        _, model = _build(args, size)
+        image = tf.constant(_image(size, "float32"))
+        fn = tf.function(lambda: model({"images": image}, training=False))
+    elif kind == "train":
+        import keras
+
+        _, model = _build(args, size)
+        batch = _batch(size, int(parts[2][1:]))
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+
+        @tf.function
+        def fn():
+            with tf.GradientTape() as tape:
+                loss = model.compute_loss(y_pred=model(batch, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+            return loss
+
+    else:
+        raise ValueError(f"unknown case {case}")
+    out = fn()
+    _wait(out)
+    first = time.perf_counter() - start
+    times = _time_calls(fn, args.repeat)
+    result = {
+        "case": case,
+        "first_call_s": first,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "runs": len(times),
+        "peak_rss_mb": _peak_mb(),
+    }
+    if kind in ("export", "keras"):
+        result["num_detections"] = int(tf.reduce_sum(out["num_detections"]))
+    return result
+
+
+def _environment() -> dict:
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "device": gpus[0].name if gpus else "CPU",
+    }
+
+
+def _child(args, *extra: str) -> dict:
+    command = [sys.executable, __file__, "--config", args.config, "--precision", args.precision]
+    command += ["--repeat", str(args.repeat), *[f"--set={s}" for s in args.set], *extra]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(extra)} failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="config name or file (default: %(default)s)")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), help=f"subset of {' '.join(CASES)}")
+    parser.add_argument("--repeat", type=int, default=5, help="measured runs after the warm-up")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--set", action="append", default=[], help="extra config override (repeatable)")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--run-case", help=argparse.SUPPRESS)
+    parser.add_argument("--export-size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.run_case:
+        print(json.dumps(run_case(args, args.run_case)))
+        return 0
+    if args.export_size:
+        print(json.dumps({"export": str(export_model(args, args.export_size))}))
+        return 0
+    environment = _environment()  # children are fresh processes: this import costs them nothing
+    print(
+        f"{args.config} ({args.precision}), TF {environment['tensorflow']}, Keras {environment['keras']}, "
+        f"{environment['device']}, {environment['cpu']} x{environment['cpu_count']}"
+    )
+    for size in sorted({int(c.split("_")[1]) for c in args.cases if c.startswith("export_")}):
+        _child(args, f"--export-size={size}")
+    results = []
+    print(f"{'case':<16}{'first call':>12}{'median':>10}{'min':>9}{'max':>9}{'peak RSS':>11}")
+    for case in args.cases:
+        r = _child(args, f"--run-case={case}")
+        results.append(r)
+        print(
+            f"{case:<16}{r['first_call_s']:>11.2f}s{r['median_s']:>9.3f}s{r['min_s']:>8.3f}s"
+            f"{r['max_s']:>8.3f}s{r['peak_rss_mb']:>8.0f} MB",
+            flush=True,
+        )
+    if args.json:
+        record = {
+            "environment": environment,
+            "config": args.config,
+            "precision": args.precision,
+            "results": results,
+        }
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
