@@ -58,7 +58,10 @@ def _import_framework(debug: bool) -> None:
     if not debug:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _quiet_native_stderr(not debug):
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        if not debug:  # e.g. tf.function retracing notes while an export traces its signatures
+            tensorflow.get_logger().setLevel("ERROR")
 
         from mrcnn_tf.registries import load_builtins
 
