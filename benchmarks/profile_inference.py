@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Where inference time goes: each stage of Mask R-CNN timed on its own (CPU or GPU).
+
+    python benchmarks/profile_inference.py                    # R50-FPN, 640x640, batch 1
+    python benchmarks/profile_inference.py --size 1024 --set model.nms_backend=padded
+
+Each stage runs as its own ``tf.function`` on the previous stage's outputs (median of
+``--repeat`` runs after a warm-up), with the same settings as ``model_speed.py`` (1000
+proposals, 100 detections forced). The stages add up to about the whole call; the whole call is
+timed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _median(fn, repeat: int) -> float:
+    import numpy as np
+
+    def run():
+        out = fn()
+        for v in (
+            out.values() if isinstance(out, dict) else (out if isinstance(out, (list, tuple)) else [out])
+        ):
+            for leaf in v.values() if isinstance(v, dict) else [v]:
+                np.asarray(leaf)
+
+    run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default="mask_rcnn_r50_fpn_1x_coco")
+    parser.add_argument("--size", type=int, default=640)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--set", action="append", default=[])
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+    from model_speed import _build, _image
+
+    from mrcnn_tf.modeling.detectors import targets as target_ops
+    from mrcnn_tf.ops import boxes as box_ops
+    from mrcnn_tf.ops.nms import per_class_nms
+
+    _, model = _build(args, args.size)
+    images = tf.constant(_image(args.size, "float32"))
+    size = tf.constant([[args.size, args.size]], tf.float32)
+    x = (images - tf.constant(model.pixel_mean)) / tf.constant(model.pixel_std)
+    rows = []
+
+    def stage(name, fn):
+        fn = tf.function(fn)
+        rows.append((name, _median(fn, args.repeat)))
+        return fn()
+
+    features = stage("backbone", lambda: model.backbone(x, training=False))
+    pyramid = stage("FPN", lambda: model.neck(features))
+    anchors = model.anchor_generator(pyramid)
+    rpn = stage("RPN head", lambda: model.rpn_head({k: pyramid[k] for k in anchors}))
+    proposals = stage(
+        "proposals (top-k, decode, NMS per level)",
+        lambda: model.proposal_generator(rpn[0], rpn[1], anchors, size, training=False),
+    )
+    rois, _, valid = proposals
+    box_features = stage("box RoIAlign (1000 RoIs, 7x7)", lambda: model.box_roi_aligner(pyramid, rois))
+    head = stage("box head (2 fc)", lambda: model.box_head(box_features, training=False))
+
+    def detect():
+        probs = tf.nn.softmax(tf.cast(head["logits"], tf.float32), axis=-1)
+        decoded = box_ops.decode_boxes(head["deltas"], rois[:, :, None, :], model.roi_sampler.box_weights)
+        decoded = box_ops.clip_boxes(decoded, size)
+        scores = probs[..., 1:] * tf.cast(valid, tf.float32)[..., None]
+        return per_class_nms(
+            decoded,
+            scores,
+            model.max_detections,
+            model.nms_iou_threshold,
+            model.score_threshold,
+            backend=model.nms_backend,
+        )
+
+    det_boxes, _, det_classes, _ = stage(f"decode + per-class NMS ({model.nms_backend})", detect)
+    mask_features = stage(
+        "mask RoIAlign (100 RoIs, 14x14)", lambda: model.mask_roi_aligner(pyramid, det_boxes)
+    )
+    logits = stage("mask head (4 conv + deconv)", lambda: model.mask_head(mask_features, training=False))
+    stage("mask class select + sigmoid", lambda: tf.sigmoid(target_ops.select_class(logits, det_classes + 1)))
+    whole = _median(tf.function(lambda: model({"images": images}, training=False)), args.repeat)
+
+    total = sum(t for _, t in rows)
+    print(f"{args.config} {args.size}x{args.size} batch 1, {args.precision}, TF {tf.__version__}")
+    for name, seconds in rows:
+        print(f"  {name:<44}{seconds * 1000:9.1f} ms  {100 * seconds / total:5.1f}%")
+    print(f"  {'sum of stages':<44}{total * 1000:9.1f} ms")
+    print(f"  {'whole model call':<44}{whole * 1000:9.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
