@@ -18,6 +18,12 @@ first call includes all graph tracing and its peak resident memory is its own:
 - ``train_<S>_b<B>``: forward, losses, backward and SGD update on a synthetic batch of ``B``
   images with 8 objects each.
 
+With ``--peers``, each inference size is also run with TF Model Garden's Mask R-CNN
+(``tf-models-official``, installed on first use into its own virtual environment under the
+cache folder; see ``peers/model_garden.py``), its default 4conv+1fc box head and the paper's
+2-fc head, and the table shows ours/theirs. torchvision has no CPU build on every index and is
+not wired in.
+
 Prints a table (median and spread of ``--repeat`` runs after one warm-up run) and, with
 ``--json``, writes the numbers. Record results in BENCHMARKS.md with the machine and versions.
 """
@@ -227,6 +233,47 @@ def _child(args, *extra: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+MODEL_GARDEN = Path(__file__).resolve().parent / "peers" / "model_garden.py"
+
+
+def _print_row(name: str, r: dict, ratio: float | None = None) -> None:
+    print(
+        f"{name:<28}{r['first_call_s']:>11.2f}s{r['median_s']:>9.3f}s{r['min_s']:>8.3f}s"
+        f"{r['max_s']:>8.3f}s{r['peak_rss_mb']:>8.0f} MB" + (f"{ratio:>10.2f}x" if ratio else "  (ours)"),
+        flush=True,
+    )
+
+
+def _peer_python(args) -> Path:
+    """The Python of Model Garden's own virtual environment, created on first use."""
+    from mrcnn_tf.data.synthetic import default_cache_dir
+
+    if args.model_garden_python:
+        return Path(args.model_garden_python)
+    venv = default_cache_dir() / "peer-venvs" / "model-garden"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"installing tf-models-official into {venv} (first run: several minutes, ~2 GB)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        install = subprocess.run([str(python), "-m", "pip", "install", "-q", "tf-models-official"])
+        if install.returncode != 0:
+            python.unlink(missing_ok=True)
+            raise SystemExit(
+                "could not install tf-models-official (offline?); pass --model-garden-python PATH "
+                "to a Python that has it, or run without --peers"
+            )
+    return python
+
+
+def _peer_case(args, python: Path, case: str, variant: str) -> dict:
+    command = [str(python), str(MODEL_GARDEN), "--case", case, "--variant", variant]
+    command += ["--precision", args.precision, "--repeat", str(args.repeat)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"Model Garden {case} ({variant}) failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -237,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--set", action="append", default=[], help="extra config override (repeatable)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also run TF Model Garden's Mask R-CNN (own venv) per inference case",
+    )
+    parser.add_argument(
+        "--model-garden-python", help="a Python with tf-models-official (default: make a venv)"
+    )
     parser.add_argument("--run-case", help=argparse.SUPPRESS)
     parser.add_argument("--export-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -254,15 +309,21 @@ def main(argv: list[str] | None = None) -> int:
     for size in sorted({int(c.split("_")[1]) for c in args.cases if c.startswith("export_")}):
         _child(args, f"--export-size={size}")
     results = []
-    print(f"{'case':<16}{'first call':>12}{'median':>10}{'min':>9}{'max':>9}{'peak RSS':>11}")
+    print(
+        f"{'case':<28}{'first call':>12}{'median':>10}{'min':>9}{'max':>9}{'peak RSS':>11}{'ours/peer':>11}"
+    )
+    peer_python = _peer_python(args) if args.peers else None
     for case in args.cases:
         r = _child(args, f"--run-case={case}")
         results.append(r)
-        print(
-            f"{case:<16}{r['first_call_s']:>11.2f}s{r['median_s']:>9.3f}s{r['min_s']:>8.3f}s"
-            f"{r['max_s']:>8.3f}s{r['peak_rss_mb']:>8.0f} MB",
-            flush=True,
-        )
+        _print_row(case, r)
+        if peer_python is None or not case.startswith(("keras_", "export_")):
+            continue
+        for variant in ("default", "2fc"):
+            peer = _peer_case(args, peer_python, "keras_" + case.split("_")[1], variant)
+            peer["case"] = f"model_garden_{variant}_{case.split('_')[1]}"
+            results.append(peer)
+            _print_row(peer["case"], peer, r["median_s"] / peer["median_s"])
     if args.json:
         record = {
             "environment": environment,
