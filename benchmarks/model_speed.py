@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         r = _child(args, f"--run-case={case}")
         results.append(r)
         _print_row(case, r)
-        if peer_python is None or not case.startswith(("keras_", "export_")):
+        if peer_python is None or not case.startswith("keras_"):
             continue
         for variant in ("default", "2fc"):
             peer = _peer_case(args, peer_python, "keras_" + case.split("_")[1], variant)
