@@ -55,3 +55,25 @@ def test_benchmark_script_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "train step:" in result.stdout and "RoIAlign" in result.stdout
+
+
+@pytest.mark.slow
+def test_model_speed_benchmark_runs_every_case_kind(tmp_path):
+    import json
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "model_speed.py"
+    cases = ["export_96", "keras_96", "train_96_b1"]
+    argv = [str(script), "--config", "mask_rcnn_r18_fpn_synthetic", "--repeat", "1", "--cases", *cases]
+    result = subprocess.run(
+        [sys.executable, *argv, "--json", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert [r["case"] for r in record["results"]] == cases
+    for r in record["results"]:
+        assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"] and r["peak_rss_mb"] > 100
+    assert record["results"][0]["num_detections"] == 100  # score threshold 0 forces every slot
