@@ -117,20 +117,6 @@ def _image(size: int, dtype: str = "uint8"):
     return rng.integers(0, 255, (1, size, size, 3)).astype(dtype)
 
 
-def _batch(size: int, batch: int, instances: int = 8) -> dict:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    yx = rng.uniform(0, size * 0.6, (batch, instances, 2))
-    hw = rng.uniform(size * 0.1, size * 0.4, (batch, instances, 2))
-    return {
-        "images": rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32),
-        "gt_boxes": np.concatenate([yx, yx + hw], -1).astype(np.float32),
-        "gt_classes": rng.integers(1, 4, (batch, instances)).astype(np.int32),
-        "gt_masks": (rng.random((batch, instances, 28, 28)) > 0.3).astype(np.float32),
-    }
-
-
 def _wait(out) -> None:
     import numpy as np
 
@@ -171,8 +157,10 @@ def run_case(args, case: str) -> dict:
     elif kind == "train":
         import keras
 
+        from mrcnn_tf.data.synthetic import random_model_batch
+
         _, model = _build(args, size)
-        batch = _batch(size, int(parts[2][1:]))
+        batch = random_model_batch(size, int(parts[2][1:]))
         optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
 
         @tf.function

@@ -27,18 +27,6 @@ def timed(fn, repeat: int) -> float:
     return 1000.0 * statistics.median(times)
 
 
-def synthetic_batch(batch: int, size: int, instances: int = 8) -> dict:
-    rng = np.random.default_rng(0)
-    yx = rng.uniform(0, size * 0.6, (batch, instances, 2))
-    hw = rng.uniform(size * 0.1, size * 0.4, (batch, instances, 2))
-    return {
-        "images": rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32),
-        "gt_boxes": np.concatenate([yx, yx + hw], -1).astype(np.float32),
-        "gt_classes": rng.integers(1, 4, (batch, instances)).astype(np.int32),
-        "gt_masks": (rng.random((batch, instances, 28, 28)) > 0.3).astype(np.float32),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -55,6 +43,7 @@ def main() -> None:
 
     import mrcnn_tf
     from mrcnn_tf.config import load_config
+    from mrcnn_tf.data.synthetic import random_model_batch
     from mrcnn_tf.ops.roi_align import multilevel_roi_align
 
     overrides = []
@@ -65,7 +54,7 @@ def main() -> None:
             "model.nms_backend=padded",
         ]
     model = mrcnn_tf.build_model(load_config(args.config, overrides))
-    x = synthetic_batch(args.batch, args.size)
+    x = random_model_batch(args.batch, args.size)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
 
     @tf.function(jit_compile=args.xla)

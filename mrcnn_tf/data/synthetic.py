@@ -24,7 +24,13 @@ from mrcnn_tf.data.coco import CocoDataset
 from mrcnn_tf.data.report import DatasetError
 from mrcnn_tf.registries import DATASETS
 
-__all__ = ["CLASSES", "SyntheticDataset", "default_cache_dir", "generate_synthetic_coco"]
+__all__ = [
+    "CLASSES",
+    "SyntheticDataset",
+    "default_cache_dir",
+    "generate_synthetic_coco",
+    "random_model_batch",
+]
 
 #: Category names; their dataset ids are 1, 2, 3.
 CLASSES = ("circle", "square", "triangle")
@@ -36,6 +42,25 @@ MIN_VISIBLE = 0.4
 def default_cache_dir() -> Path:
     """``$MRCNN_TF_CACHE`` or ``~/.cache/mrcnn_tf``."""
     return Path(os.environ.get("MRCNN_TF_CACHE") or Path.home() / ".cache" / "mrcnn_tf")
+
+
+def random_model_batch(batch: int, size: int, instances: int = 8, mask_size: int = 28, seed: int = 0) -> dict:
+    """A random training batch in the model's input format, for benchmarks and smoke tests.
+
+    Returns NumPy arrays: ``images`` float32 ``[B, size, size, 3]`` in 0..255, ``gt_boxes``
+    float32 ``[B, G, 4]`` ``[y1, x1, y2, x2]`` pixels (sides 10–40 % of the image),
+    ``gt_classes`` int32 ``[B, G]`` in 1..3, ``gt_masks`` float32 ``[B, G, M, M]`` 0/1 noise
+    (box-cropped masks), with ``G = instances`` and ``M = mask_size``.
+    """
+    rng = np.random.default_rng(seed)
+    yx = rng.uniform(0, size * 0.6, (batch, instances, 2))
+    hw = rng.uniform(size * 0.1, size * 0.4, (batch, instances, 2))
+    return {
+        "images": rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32),
+        "gt_boxes": np.concatenate([yx, yx + hw], -1).astype(np.float32),
+        "gt_classes": rng.integers(1, 4, (batch, instances)).astype(np.int32),
+        "gt_masks": (rng.random((batch, instances, mask_size, mask_size)) > 0.3).astype(np.float32),
+    }
 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
