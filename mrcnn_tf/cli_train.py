@@ -181,6 +181,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  TensorBoard:  tensorboard --logdir {workdir / 'logs'}")
     print(f"  config:       {workdir / 'config.yaml'}")
     print(f"  SavedModel:   {exported} (serve it with TF Serving; see the README)")
+    print(f"  your images:  mrcnn-tf predict IMAGES_OR_DIRS --saved-model {exported} --out predictions")
     if metrics:
         (workdir / "demo_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return 0
