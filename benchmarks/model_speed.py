@@ -118,14 +118,17 @@ def _image(size: int, dtype: str = "uint8"):
 
 
 def _wait(out) -> None:
+    """Block until every tensor of ``out`` (any nesting of dicts, tuples, lists) is computed."""
     import numpy as np
+    import tensorflow as tf
 
-    for value in out.values() if isinstance(out, dict) else [out]:
+    for value in tf.nest.flatten(out):
         np.asarray(value)
 
 
 def _time_calls(fn, repeat: int) -> list[float]:
-    fn()  # warm-up after the first call
+    """Seconds of ``repeat`` calls of ``fn`` after one warm-up call."""
+    _wait(fn())  # warm-up after the first call
     times = []
     for _ in range(repeat):
         start = time.perf_counter()

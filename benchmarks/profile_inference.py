@@ -16,7 +16,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,23 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _median(fn, repeat: int) -> float:
-    import numpy as np
+    from model_speed import _time_calls
 
-    def run():
-        out = fn()
-        for v in (
-            out.values() if isinstance(out, dict) else (out if isinstance(out, (list, tuple)) else [out])
-        ):
-            for leaf in v.values() if isinstance(v, dict) else [v]:
-                np.asarray(leaf)
-
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_time_calls(fn, repeat))
 
 
 def main(argv: list[str] | None = None) -> int:

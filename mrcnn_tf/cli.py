@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from mrcnn_tf import __version__
 from mrcnn_tf.cli_data import add_data_commands
 from mrcnn_tf.cli_predict import add_predict_command
-from mrcnn_tf.cli_train import add_train_commands
+from mrcnn_tf.cli_train import add_train_commands, config_overrides
 from registry.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -80,10 +80,6 @@ def _with_framework(func):
     return run
 
 
-def _flatten(values: Sequence[Sequence[str]] | None) -> list[str]:
-    return [v for group in (values or []) for v in group]
-
-
 # ------------------------------------------------------------------------------ commands
 def cmd_list(args: argparse.Namespace) -> int:
     """Print registered names per role (or the bundled configs)."""
@@ -127,7 +123,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     from mrcnn_tf.config import load_config
     from registry.config import dump_config
 
-    cfg = load_config(args.config, _flatten(args.set))
+    cfg = load_config(args.config, config_overrides(args))
     sys.stdout.write(dump_config(cfg))
     return 0
 

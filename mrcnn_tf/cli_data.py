@@ -29,10 +29,11 @@ def _dataset_from_args(args: argparse.Namespace, *, strict: bool):
         ), None
     if not args.config:
         raise UserError("name the dataset: --annotations FILE --images DIR, or --config CONFIG")
+    from mrcnn_tf.cli_train import config_overrides
     from mrcnn_tf.config import load_config
     from mrcnn_tf.data.builder import build_dataset
 
-    cfg = load_config(args.config, [v for group in (args.set or []) for v in group])
+    cfg = load_config(args.config, config_overrides(args))
     spec = dict((cfg.get("data") or {}).get(args.split) or {})
     if spec.get("type") == "CocoDataset":
         spec["strict"] = strict

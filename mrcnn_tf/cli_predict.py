@@ -52,13 +52,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predictor_from_config(args: argparse.Namespace):
-    from mrcnn_tf.cli_train import category_map_for, model_with_weights
+    from mrcnn_tf.cli_train import category_map_for, config_overrides, model_with_weights
     from mrcnn_tf.config import load_config
     from mrcnn_tf.data.builder import build_input_pipeline
     from mrcnn_tf.export.predictor import Predictor
     from mrcnn_tf.export.saved_model import Preprocessing
 
-    cfg = load_config(args.config, [v for group in (args.set or []) for v in group])
+    cfg = load_config(args.config, config_overrides(args))
     category_map = category_map_for(cfg, args.weights)
     model, loaded = model_with_weights(cfg, args.weights)
     preprocess = Preprocessing.from_pipeline(build_input_pipeline(cfg))

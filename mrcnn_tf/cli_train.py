@@ -11,8 +11,9 @@ from pathlib import Path
 __all__ = ["add_train_commands"]
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
-    return [v for group in (args.set or []) for v in group]
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set KEY=VALUE ...`` groups of a command line, flattened (empty without any)."""
+    return [v for group in (getattr(args, "set", None) or []) for v in group]
 
 
 def _synthetic_data_in(cfg: dict, workdir: str) -> None:
@@ -37,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mrcnn_tf.config import load_config
     from mrcnn_tf.training.trainer import train
 
-    overrides = _overrides(args)
+    overrides = config_overrides(args)
     if args.strategy:
         overrides.append(f"runtime.strategy={args.strategy}")
     cfg = load_config(args.config, overrides)
@@ -81,7 +82,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mrcnn_tf.training.settings import EvalSettings
     from registry.errors import UserError
 
-    cfg = load_config(args.config, _overrides(args))
+    cfg = load_config(args.config, config_overrides(args))
     out = Path(args.out)
     if (out / "metrics.json").exists() and not args.overwrite:
         raise UserError(f"{out / 'metrics.json'} already exists; choose another --out or pass --overwrite")
@@ -111,7 +112,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
     from registry.errors import UserError
 
-    cfg = load_config(args.config, _overrides(args))
+    cfg = load_config(args.config, config_overrides(args))
     base = Path(args.out)
     version = args.version
     if version is None:
@@ -143,7 +144,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from mrcnn_tf.training import workdir as run_files
     from mrcnn_tf.training.trainer import train
 
-    overrides = _overrides(args)
+    overrides = config_overrides(args)
     if args.steps is not None:
         overrides += [f"train.max_steps={args.steps}", f"train.steps_per_loop={args.steps}"]
     cfg = load_config(args.config, overrides)

@@ -30,13 +30,13 @@ def _decode_value(value):
 
 def rest_inputs(body: dict, signature) -> dict[str, tf.Tensor]:
     """Row-format ``instances`` -> one batched tensor per named input of ``signature``."""
-    names = list(signature.structured_input_signature[1])
+    specs = signature.structured_input_signature[1]
+    names = list(specs)
     instances = body["instances"]
     if not all(isinstance(i, dict) and set(i) != {"b64"} for i in instances):
         if len(names) != 1:
             raise ValueError("instances without input names need a signature with one input")
         instances = [{names[0]: i} for i in instances]
-    specs = signature.structured_input_signature[1]
     return {n: tf.constant([_decode_value(i[n]) for i in instances], specs[n].dtype) for n in names}
 
 

@@ -20,13 +20,6 @@ import numpy as np
 from registry.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-_OUTPUT_NAMES = {
-    "detection_boxes": "boxes",
-    "detection_scores": "scores",
-    "detection_classes": "classes",
-    "num_detections": "num_detections",
-    "detection_masks": "masks",
-}
 
 
 class Predictor:
@@ -63,8 +56,10 @@ class Predictor:
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
+        from mrcnn_tf.export.saved_model import MODEL_OUTPUTS
+
         out = self.serving_fn(images=tf.constant(np.asarray(image, np.uint8)[None]))
-        return {_OUTPUT_NAMES[k]: np.asarray(v) for k, v in out.items() if k in _OUTPUT_NAMES}
+        return {MODEL_OUTPUTS[k]: np.asarray(v) for k, v in out.items() if k in MODEL_OUTPUTS}
 
     @classmethod
     def from_saved_model(cls, path: str | os.PathLike) -> Predictor:
@@ -72,16 +67,18 @@ class Predictor:
         highest numbered version in it is used)."""
         import tensorflow as tf
 
+        from mrcnn_tf.export.saved_model import OUTPUT_KEYS
+
         path = resolve_saved_model(path)
         loaded = tf.saved_model.load(str(path))
         if "serving_default" not in loaded.signatures:
             raise UserError(f"{path}: the SavedModel has no serving_default signature")
         fn = loaded.signatures["serving_default"]
-        missing = set(_OUTPUT_NAMES) - set(fn.structured_outputs)
+        missing = set(OUTPUT_KEYS) - set(fn.structured_outputs)
         if missing or "images" not in fn.structured_input_signature[1]:
             raise UserError(
                 f"{path}: not a SavedModel of `mrcnn-tf export` (serving_default needs input 'images' "
-                f"and outputs {sorted(_OUTPUT_NAMES)}; missing {sorted(missing) or ['images']})"
+                f"and outputs {sorted(OUTPUT_KEYS)}; missing {sorted(missing) or ['images']})"
             )
         names, ids = _label_map(path / "assets" / "label_map.json")
         predictor = cls(fn, names, ids, str(path))

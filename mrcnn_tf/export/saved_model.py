@@ -35,13 +35,15 @@ import tensorflow as tf
 from mrcnn_tf.data import transforms as T
 from mrcnn_tf.ops.masks import paste_masks as paste_box_masks
 
-OUTPUT_KEYS = (
-    "detection_boxes",
-    "detection_scores",
-    "detection_classes",
-    "num_detections",
-    "detection_masks",
-)
+#: Exported output name -> the model's output name.
+MODEL_OUTPUTS = {
+    "detection_boxes": "boxes",
+    "detection_scores": "scores",
+    "detection_classes": "classes",
+    "num_detections": "num_detections",
+    "detection_masks": "masks",
+}
+OUTPUT_KEYS = tuple(MODEL_OUTPUTS)
 
 
 class Preprocessing:
