@@ -80,6 +80,7 @@ SAMPLE_INPUTS = {
 #: Inputs for components whose call differs from the rest of their role.
 SAMPLE_INPUTS_BY_NAME = {
     "SoftmaxCrossEntropyLoss": lambda: (np.array([0, 2], "int32"), np.zeros((2, 4), "float32")),
+    "MultinomialMaskLoss": lambda: (np.full((2, 5), 0.2, "float32"), np.zeros((2, 4), "float32")),
 }
 #: Specs for components that need more than their defaults (small sizes keep the tests fast).
 SPECS = {

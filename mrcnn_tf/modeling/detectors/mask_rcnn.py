@@ -285,7 +285,11 @@ class MaskRCNN(keras.Model):
             self._mask_features(pyramid, samples["rois"][:, :m], shared), training=True
         )
         mask_boxes = tf.cast(inputs.get("gt_mask_boxes", gt_boxes), tf.float32)
-        out.update(target_ops.mask_outputs(mask_logits, samples, m, mask_boxes, inputs["gt_masks"]))
+        out.update(
+            target_ops.mask_outputs(
+                mask_logits, samples, m, mask_boxes, inputs["gt_masks"], self.losses_by_name["mask"]
+            )
+        )
         return out
 
     def _detect(self, pyramid, proposals, image_size):
@@ -307,7 +311,7 @@ class MaskRCNN(keras.Model):
         classes = tf.where(present, det_classes + 1, 0)
         det_boxes = tf.where(present[..., None], det_boxes, 0.0)
         mask_logits = self.mask_head(self._mask_features(pyramid, det_boxes), training=False)
-        masks = tf.sigmoid(target_ops.select_class(mask_logits, classes))
+        masks = self._mask_probabilities(mask_logits, classes)
         return {
             "boxes": det_boxes,
             "scores": tf.where(present, det_scores, 0.0),
@@ -315,6 +319,13 @@ class MaskRCNN(keras.Model):
             "num_detections": count,
             "masks": tf.where(present[..., None, None], masks, 0.0),
         }
+
+    def _mask_probabilities(self, mask_logits, classes):
+        """``[B, N, M, M]`` probabilities: the mask loss's own, else sigmoid of the class's channel."""
+        loss = self.losses_by_name["mask"]
+        if getattr(loss, "class_coupled", False):
+            return loss.probabilities(mask_logits, classes)
+        return tf.sigmoid(target_ops.select_class(mask_logits, classes))
 
     # ------------------------------------------------------------------------- losses
     def loss_terms(self, outputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:

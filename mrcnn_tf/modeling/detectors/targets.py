@@ -92,12 +92,15 @@ def box_outputs(head: Mapping[str, tf.Tensor], samples: Mapping[str, tf.Tensor])
     }
 
 
-def mask_outputs(mask_logits, samples, m: int, mask_boxes, gt_masks) -> dict[str, tf.Tensor]:
+def mask_outputs(mask_logits, samples, m: int, mask_boxes, gt_masks, loss=None) -> dict[str, tf.Tensor]:
     """Mask logits of the GT class for the first ``m`` sampled RoIs (the positives) and targets.
 
     Args:
         mask_logits: ``[B, m, M, M, K']``; samples: the RoI sampler's dict; mask_boxes
-            ``[B, G, 4]`` the boxes the masks are cropped to; gt_masks ``[B, G, S, S]``.
+            ``[B, G, 4]`` the boxes the masks are cropped to; gt_masks ``[B, G, S, S]``;
+            loss: the mask loss. When it is ``class_coupled`` (a softmax across classes), the
+            outputs keep all K' channels ``[B, m, M, M, K']`` and the targets are the loss's
+            distribution ``[B, m, M, M, K' + 1]`` instead of the GT channel and binary targets.
     """
     classes = samples["classes"][:, :m]
     matched = samples["matched"][:, :m]
@@ -108,8 +111,13 @@ def mask_outputs(mask_logits, samples, m: int, mask_boxes, gt_masks) -> dict[str
         samples["rois"][:, :m],
         size,
     )
+    logits = tf.cast(mask_logits, tf.float32)
+    if getattr(loss, "class_coupled", False):
+        targets = loss.targets(targets, classes, logits.shape[-1])
+    else:
+        logits = select_class(logits, classes)
     return {
-        "mask_logits": select_class(tf.cast(mask_logits, tf.float32), classes),
+        "mask_logits": logits,
         "mask_targets": tf.stop_gradient(targets),
         "mask_positive": samples["positive"][:, :m],
     }
@@ -151,7 +159,9 @@ def losses(loss_fns: Mapping[str, object], out: Mapping[str, tf.Tensor]) -> dict
     box_valid = tf.cast(out["box_valid"], f32)
     box_pos = tf.cast(out["box_positive"], f32)
     box_norm = _normaliser(tf.reduce_sum(box_valid))
-    mask_pos = tf.cast(out["mask_positive"], f32)[..., None, None] * tf.ones_like(out["mask_targets"])
+    pixels = tf.convert_to_tensor(out["mask_logits"])  # [B, m, M, M], or [..., K'] (class-coupled loss)
+    pixels = pixels if pixels.shape.rank == 4 else pixels[..., 0]
+    mask_pos = tf.cast(out["mask_positive"], f32)[..., None, None] * tf.ones_like(pixels)
     mask_norm = _normaliser(tf.reduce_sum(mask_pos))
     return {
         "rpn_objectness": loss_fns["rpn_objectness"](rpn_pos, out["rpn_logits"], sample_weight=rpn_valid)
