@@ -44,6 +44,11 @@ class TrainSettings:
         jit_compile: compile the training step with XLA (use ``backend: gather`` RoI aligners).
         log_every: steps between TensorBoard scalar writes.
         num_pictures: prediction pictures logged to TensorBoard at each evaluation.
+        init_weights: start a new run from these weights (a run directory or ``.weights.h5``):
+            every weight whose layer and shape fit is taken, the rest start fresh (fine-tuning,
+            another number of classes). Ignored when the run resumes from its own checkpoint.
+        init_components: take only these components' weights from ``init_weights``
+            (e.g. ``[backbone, neck]``); None takes everything that fits.
     """
 
     max_steps: int = 1000
@@ -56,6 +61,8 @@ class TrainSettings:
     jit_compile: bool = False
     log_every: int = 20
     num_pictures: int = 4
+    init_weights: str | None = None
+    init_components: list[str] | None = None
 
     def __post_init__(self):
         if self.max_steps < 1 or self.steps_per_loop < 1:
@@ -73,6 +80,13 @@ class TrainSettings:
             raise ConfigError(
                 f"must be one of mixed_float16, mixed_bfloat16, float32, got {self.mixed_precision!r}",
                 key="train.mixed_precision",
+            )
+        if self.init_components is not None and (
+            isinstance(self.init_components, str) or not all(isinstance(c, str) for c in self.init_components)
+        ):
+            raise ConfigError(
+                f"must be a list of component names like [backbone, neck], got {self.init_components!r}",
+                key="train.init_components",
             )
         if self.keep_checkpoints < 1:
             raise ConfigError("must be at least 1", key="train.keep_checkpoints")

@@ -95,6 +95,7 @@ def train(
     from mrcnn_tf.evaluation.evaluator import CocoEvaluator
     from mrcnn_tf.training.callbacks import CocoEvalCallback, LoopCheckpoint, NonFiniteGuard
     from mrcnn_tf.training.checkpoints import CheckpointStore
+    from mrcnn_tf.training.init_weights import initialize_from
     from mrcnn_tf.training.strategy import build_strategy, is_chief
     from registry.config import dump_config
 
@@ -134,6 +135,10 @@ def train(
         raise UserError(f"{latest[1]}: saved at step {start}, not at a multiple of train.steps_per_loop")
     if verbose and latest:
         print(f"resuming from {latest[1]} (step {start} of {settings.max_steps})")
+    if settings.init_weights and not latest:
+        report = initialize_from(model, settings.init_weights, settings.init_components)
+        if verbose:
+            print(report.summary())
 
     def dataset_fn(input_context=None):
         # Each step takes one batch per replica from this worker's pipeline.

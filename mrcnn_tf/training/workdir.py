@@ -80,15 +80,15 @@ def prepare(workdir: str | os.PathLike, config_text: str, *, overwrite: bool) ->
     path.write_text(config_text, encoding="utf-8")
 
 
-def load_weights(model, path: str | os.PathLike) -> str:
-    """Load trained weights into a built ``model``; returns the file loaded.
+def resolve_weights(path: str | os.PathLike) -> str:
+    """The ``.weights.h5`` file that ``path`` stands for.
 
     ``path`` may be a ``.weights.h5`` file (final weights or a checkpoint), a ``checkpoints/``
     directory (its latest checkpoint), or a run directory (its final weights, else its latest
     checkpoint).
 
     Raises:
-        UserError: nothing loadable at ``path``, or weights that do not fit the model.
+        UserError: nothing loadable at ``path``.
     """
     from mrcnn_tf.training.checkpoints import CheckpointStore
 
@@ -107,8 +107,23 @@ def load_weights(model, path: str | os.PathLike) -> str:
         raise UserError(f"{path}: weights file not found")
     if not path.name.endswith(".weights.h5"):
         raise UserError(f"{path}: not a .weights.h5 file or a run directory")
-    try:
-        model.load_weights(str(path))
-    except ValueError as exc:
-        raise UserError(f"{path}: these weights do not fit the model of this config ({exc})") from exc
     return str(path)
+
+
+def load_weights(model, path: str | os.PathLike) -> str:
+    """Load trained weights into a built ``model``; returns the file loaded.
+
+    ``path``: as :func:`resolve_weights` takes it.
+
+    Raises:
+        UserError: nothing loadable at ``path``, or weights that do not fit the model.
+    """
+    path = resolve_weights(path)
+    try:
+        model.load_weights(path)
+    except ValueError as exc:
+        raise UserError(
+            f"{path}: these weights do not fit the model of this config ({exc}); to start from weights "
+            "of another model (other classes, another head), set train.init_weights instead"
+        ) from exc
+    return path
