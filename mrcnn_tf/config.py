@@ -66,6 +66,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
         overrides,
         registries=list(ALL.values()),
         top_level_keys=TOP_LEVEL_KEYS,
+        base_roots=[CONFIG_ROOT],  # `_base_: mask_rcnn_r50_fpn_1x_coco.yaml` works from any folder
     )
 
 

@@ -2,7 +2,8 @@
 
 A config file is a YAML mapping. Its special keys:
 
-* ``_base_``: a path or a list of paths, relative to the file. Bases are merged in order,
+* ``_base_``: a path or a list of paths, relative to the file (failing that, relative to the
+  loader's ``base_roots``, e.g. a package's bundled configs). Bases are merged in order,
   then the file itself on top ("child wins"). Dicts merge key by key; lists and scalars
   replace. A cycle of bases is an error.
 * ``_delete_: true`` inside a dict: replace the inherited dict instead of merging into it.
@@ -241,7 +242,28 @@ def _as_imports(value: Any, source: str) -> list[str]:
     return value
 
 
-def _load_tree(path: Path, stack: tuple[Path, ...]) -> tuple[dict, Origins, list[str]]:
+def _find_base(path: Path, base_name: str, base_roots: Sequence[Path], source: str) -> Path:
+    """``base_name`` relative to the file ``path``, else under one of ``base_roots``."""
+    base_path = (path.parent / base_name) if not os.path.isabs(base_name) else Path(base_name)
+    if base_path.is_file():
+        return base_path
+    if not os.path.isabs(base_name):
+        for root in base_roots:
+            for candidate in (Path(root) / base_name, Path(root) / f"{base_name}.yaml"):
+                if candidate.is_file():
+                    return candidate
+    also = f" or under {', '.join(str(r) for r in base_roots)}" if base_roots else ""
+    raise ConfigError(
+        f"base config '{base_name}' not found (looked for {base_path.resolve()}{also}); "
+        f"{BASE_KEY} paths are relative to the file that names them",
+        file=source,
+        key=BASE_KEY,
+    )
+
+
+def _load_tree(
+    path: Path, stack: tuple[Path, ...], base_roots: Sequence[Path] = ()
+) -> tuple[dict, Origins, list[str]]:
     """Load ``path`` with its bases merged. Returns (config, origins, imports)."""
     resolved = path.resolve()
     if resolved in stack:
@@ -254,15 +276,8 @@ def _load_tree(path: Path, stack: tuple[Path, ...]) -> tuple[dict, Origins, list
     origins: Origins = {}
     imports: list[str] = []
     for base_name in _as_base_list(raw.get(BASE_KEY, []), source):
-        base_path = (path.parent / base_name) if not os.path.isabs(base_name) else Path(base_name)
-        if not base_path.is_file():
-            raise ConfigError(
-                f"base config '{base_name}' not found (looked for {base_path.resolve()}); "
-                f"{BASE_KEY} paths are relative to the file that names them",
-                file=source,
-                key=BASE_KEY,
-            )
-        base_cfg, base_origins, base_imports = _load_tree(base_path, (*stack, resolved))
+        base_path = _find_base(path, base_name, base_roots, source)
+        base_cfg, base_origins, base_imports = _load_tree(base_path, (*stack, resolved), base_roots)
         merged = merge(merged, base_cfg, source=str(base_path), origins=origins)
         origins.update(base_origins)  # the base knows which of its own bases set each key
         imports += [m for m in base_imports if m not in imports]
@@ -453,6 +468,7 @@ def load_config(
     registries: Sequence[Registry] = (),
     top_level_keys: Iterable[str] | None = None,
     importer: Callable[..., None] = import_modules,
+    base_roots: Sequence[str | os.PathLike] = (),
 ) -> dict:
     """Load a config file: bases, ``imports:``, overrides, then validation.
 
@@ -462,6 +478,7 @@ def load_config(
         registries: the registries ``{type: ...}`` specs are checked against.
         top_level_keys: if given, the only top-level keys allowed.
         importer: called as ``importer(modules, source=file)`` for ``imports:``.
+        base_roots: folders where a ``_base_`` not found next to its file is looked for.
 
     Returns:
         The resolved config as plain dicts, lists and scalars (no ``_base_``/``_delete_``);
@@ -472,7 +489,7 @@ def load_config(
         PluginError: an ``imports:`` module that cannot be imported.
     """
     path = Path(path)
-    cfg, origins, imports = _load_tree(path, ())
+    cfg, origins, imports = _load_tree(path, (), [Path(r) for r in base_roots])
     for text in overrides:
         apply_override(cfg, text, origins)
     if IMPORTS_KEY in cfg:  # set by an override

@@ -107,6 +107,18 @@ def test_missing_base_names_the_including_file(write, tmp_path):
     assert "base config 'nope.yaml' not found" in str(info.value)
 
 
+def test_base_falls_back_to_base_roots_but_a_local_file_wins(write, tmp_path):
+    root = tmp_path / "bundled"
+    root.mkdir()
+    (root / "zoo.yaml").write_text("a: 1\nb: 1\n", encoding="utf-8")
+    child = write("project/child.yaml", "_base_: zoo\nb: 2\n")  # name without .yaml, from a root
+    assert load_config(child, base_roots=[root]) == {"a": 1, "b": 2}
+    write("project/zoo.yaml", "a: 5\n")  # next to the file: preferred over the root
+    assert load_config(write("project/c2.yaml", "_base_: zoo.yaml\n"), base_roots=[root]) == {"a": 5}
+    with pytest.raises(ConfigError, match="or under .*bundled"):
+        load_config(write("project/c3.yaml", "_base_: nope.yaml\n"), base_roots=[root])
+
+
 def test_missing_file_and_non_mapping_file(write, tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
