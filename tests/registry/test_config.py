@@ -115,7 +115,7 @@ def test_base_falls_back_to_base_roots_but_a_local_file_wins(write, tmp_path):
     assert load_config(child, base_roots=[root]) == {"a": 1, "b": 2}
     write("project/zoo.yaml", "a: 5\n")  # next to the file: preferred over the root
     assert load_config(write("project/c2.yaml", "_base_: zoo.yaml\n"), base_roots=[root]) == {"a": 5}
-    with pytest.raises(ConfigError, match="or under .*bundled"):
+    with pytest.raises(ConfigError, match=r"or under .*bundled"):
         load_config(write("project/c3.yaml", "_base_: nope.yaml\n"), base_roots=[root])
 
 
