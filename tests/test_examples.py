@@ -77,3 +77,48 @@ def test_model_speed_benchmark_runs_every_case_kind(tmp_path):
     for r in record["results"]:
         assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"] and r["peak_rss_mb"] > 100
     assert record["results"][0]["num_detections"] == 100  # score threshold 0 forces every slot
+
+
+def _walkthrough_commands() -> list[list[str]]:
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- walkthrough", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
+#: Only the size changes: fewer images and two training steps.
+TINY = {
+    "synthetic": ["--num-train", "8", "--num-val", "4"],
+    "train": ["--set", "train.max_steps=2", "train.steps_per_loop=2", "train.eval_every=0"],
+}
+
+
+def test_readme_walkthrough_from_own_coco_data_to_predictions(tmp_path, monkeypatch, capsys):
+    """Every command of the README's own-dataset walkthrough, as written, at a tiny size."""
+    import json
+
+    from mrcnn_tf.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    commands = _walkthrough_commands()
+    assert [c[:2] for c in commands][:2] == [["mrcnn-tf", "data"], ["mrcnn-tf", "data"]]
+    assert {c[1] for c in commands} >= {"train", "evaluate", "export", "predict"}
+    for command in commands:
+        assert command[0] == "mrcnn-tf", command
+        argv = [
+            str(EXAMPLES / "own_dataset.yaml") if a == "examples/own_dataset.yaml" else a for a in command[1:]
+        ]
+        argv += TINY.get(argv[1] if argv[0] == "data" else argv[0], [])
+        assert main(argv) == 0, (command, capsys.readouterr())
+    predictions = json.loads((tmp_path / "runs/my_model/predictions/predictions.json").read_text())
+    val_ids = {
+        im["id"]
+        for im in json.loads((tmp_path / "my_data/annotations/instances_val.json").read_text())["images"]
+    }
+    assert {p["image_id"] for p in predictions} <= val_ids
+    assert len(list((tmp_path / "runs/my_model/predictions").glob("*.png"))) == 4
+    metrics = json.loads((tmp_path / "runs/my_model/final_eval/metrics.json").read_text())
+    assert set(metrics) >= {"bbox", "segm"}
