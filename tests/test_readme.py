@@ -27,3 +27,19 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one():
     assert commands == ["python3 dev.py demo", "python3 dev.py test"]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert commands[1] in ci.splitlines()
+
+
+def test_registry_section_names_every_role_and_every_built_in_component():
+    from mrcnn_tf.registries import ALL, load_builtins
+
+    load_builtins()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Registry and plugins", 1)[1].split("\n## ", 1)[0]
+    missing = [
+        f"{role}: {name}"
+        for role, registry in ALL.items()
+        for name in [role, *registry.names()]
+        if (name == role or registry.entry(name).cls.__module__.startswith("mrcnn_tf."))  # not test plugins
+        and f"`{name}`" not in section
+    ]
+    assert not missing, f"README's registry table lacks {missing}"
