@@ -122,3 +122,33 @@ def test_readme_walkthrough_from_own_coco_data_to_predictions(tmp_path, monkeypa
     assert len(list((tmp_path / "runs/my_model/predictions").glob("*.png"))) == 4
     metrics = json.loads((tmp_path / "runs/my_model/final_eval/metrics.json").read_text())
     assert set(metrics) >= {"bbox", "segm"}
+
+
+def test_finetune_example_starts_a_two_class_model_from_a_three_class_run(tmp_path, capsys):
+    """examples/finetune.py: backbone and towers kept, the class-dependent predictors fresh."""
+    import importlib.util
+    import json
+
+    from mrcnn_tf.config import load_config
+    from mrcnn_tf.training.trainer import train
+
+    tiny = ["train.max_steps=2", "train.steps_per_loop=2", "train.eval_every=0"]
+    data = [
+        f"data.{s}.{k}={v}"
+        for s in ("train", "val")
+        for k, v in (("root", tmp_path / "syn"), ("num_images", 4))
+    ]
+    train(load_config("mask_rcnn_r18_fpn_synthetic", [*tiny, *data]), tmp_path / "src", verbose=0)
+    spec = importlib.util.spec_from_file_location("finetune_example", EXAMPLES / "finetune.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    argv = ["--from", str(tmp_path / "src"), "--workdir", str(tmp_path / "ft"), "--steps", "2"]
+    assert example.main([*argv, "--num-train", "8", "--num-val", "4"]) == 0
+    assert "start fresh" in capsys.readouterr().out
+    run = tmp_path / "ft" / "run"
+    labels = json.loads((run / "label_map.json").read_text())["categories"]
+    assert [c["name"] for c in labels] == ["circle", "polygon"]
+    report = json.loads((run / "init_weights.json").read_text())
+    fresh_layers = {p.rsplit("/", 2)[-2] for p in report["fresh"]}
+    assert fresh_layers == {"cls_score", "bbox_pred", "predictor"}  # 3 -> 2 classes: these alone
+    assert report["loaded"] > 50 and json.loads((run / "train_state.json").read_text())["finished"]

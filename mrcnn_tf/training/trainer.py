@@ -8,7 +8,9 @@ the learning-rate schedule and the data order continue where they stopped), and 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -137,6 +139,10 @@ def train(
         print(f"resuming from {latest[1]} (step {start} of {settings.max_steps})")
     if settings.init_weights and not latest:
         report = initialize_from(model, settings.init_weights, settings.init_components)
+        if chief:
+            (workdir / "init_weights.json").write_text(
+                json.dumps(dataclasses.asdict(report), indent=2) + "\n", encoding="utf-8"
+            )
         if verbose:
             print(report.summary())
 
