@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not Path(args.source).exists():
         print(
-            f"no trained model at {args.source}: run `mrcnn-tf demo --workdir {args.source}` first, or pass --from"
+            f"no trained model at {args.source}: run `mrcnn-tf demo --workdir {args.source}` first, "
+            "or pass --from"
         )
         return 2
     workdir = Path(args.workdir)
