@@ -152,3 +152,48 @@ def test_finetune_example_starts_a_two_class_model_from_a_three_class_run(tmp_pa
     fresh_layers = {p.rsplit("/", 2)[-2] for p in report["fresh"]}
     assert fresh_layers == {"cls_score", "bbox_pred", "predictor"}  # 3 -> 2 classes: these alone
     assert report["loaded"] > 50 and json.loads((run / "train_state.json").read_text())["finished"]
+
+
+PLUGIN_RUN = """
+import sys
+from mrcnn_tf.cli import main
+
+config, work = sys.argv[1], sys.argv[2]
+tiny = ["--set", "train.max_steps=2", "train.steps_per_loop=2", "train.eval_every=0",
+        "data.train.num_images=4", "data.val.num_images=4", f"data.train.root={work}/syn", f"data.val.root={work}/syn"]
+assert main(["list", "backbone"]) == 0
+assert main(["train", config, "--workdir", f"{work}/run", *tiny]) == 0
+assert main(["export", config, "--weights", f"{work}/run", "--out", f"{work}/export", *tiny]) == 0
+"""
+
+
+def test_plugin_package_installed_with_pip_is_found_by_entry_point_trained_and_exported(tmp_path):
+    """The example plugin, pip-installed (no `imports:`), selected by name, trained, exported."""
+    import shutil
+    import subprocess
+
+    package = shutil.copytree(EXAMPLES / "plugin_package", tmp_path / "src")  # the build writes here
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+    result = subprocess.run([*pip, "--target", str(site), str(package)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = tmp_path / "plugin_installed.yaml"
+    config.write_text(
+        "_base_: mask_rcnn_r18_fpn_synthetic.yaml\nmodel:\n  backbone: {_delete_: true, type: SimpleConvNet}\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    result = subprocess.run(
+        [sys.executable, "-c", PLUGIN_RUN, str(config), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    assert "SimpleConvNet" in result.stdout and "my_mrcnn_plugin" not in config.read_text()
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(tmp_path / "export" / "1"))  # serves without the plugin installed
+    out = loaded.signatures["serving_default"](tf.zeros([1, 96, 80, 3], tf.uint8))
+    assert out["detection_boxes"].shape[0] == 1
