@@ -160,7 +160,8 @@ from mrcnn_tf.cli import main
 
 config, work = sys.argv[1], sys.argv[2]
 tiny = ["--set", "train.max_steps=2", "train.steps_per_loop=2", "train.eval_every=0",
-        "data.train.num_images=4", "data.val.num_images=4", f"data.train.root={work}/syn", f"data.val.root={work}/syn"]
+        "data.train.num_images=4", "data.val.num_images=4",
+        f"data.train.root={work}/syn", f"data.val.root={work}/syn"]
 assert main(["list", "backbone"]) == 0
 assert main(["train", config, "--workdir", f"{work}/run", *tiny]) == 0
 assert main(["export", config, "--weights", f"{work}/run", "--out", f"{work}/export", *tiny]) == 0
@@ -169,6 +170,7 @@ assert main(["export", config, "--weights", f"{work}/run", "--out", f"{work}/exp
 
 def test_plugin_package_installed_with_pip_is_found_by_entry_point_trained_and_exported(tmp_path):
     """The example plugin, pip-installed (no `imports:`), selected by name, trained, exported."""
+    import os
     import shutil
     import subprocess
 
@@ -178,10 +180,9 @@ def test_plugin_package_installed_with_pip_is_found_by_entry_point_trained_and_e
     result = subprocess.run([*pip, "--target", str(site), str(package)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     config = tmp_path / "plugin_installed.yaml"
-    config.write_text(
-        "_base_: mask_rcnn_r18_fpn_synthetic.yaml\nmodel:\n  backbone: {_delete_: true, type: SimpleConvNet}\n"
-    )
-    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    backbone = "model:\n  backbone: {_delete_: true, type: SimpleConvNet}\n"
+    config.write_text(f"_base_: mask_rcnn_r18_fpn_synthetic.yaml\n{backbone}")
+    env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run(
         [sys.executable, "-c", PLUGIN_RUN, str(config), str(tmp_path)],
         capture_output=True,
