@@ -168,12 +168,12 @@ def test_every_zoo_config_builds_trains_one_step_and_detects(config):
     offline = ["model.backbone.weights=null"] if backbone.get("weights") == "imagenet" else []  # no downloads
     model = build(config, *offline)
     x = batch()
-    total, terms, grads = losses_and_grads(model, x)
+    _, terms, grads = losses_and_grads(model, x)
     assert all(np.isfinite(float(v)) for v in terms.values()) and float(terms["mask"]) > 0.0
     assert all(g is not None for g in grads)
     head = model.mask_head.trainable_variables[-1]
     before = head.numpy().copy()
-    keras.optimizers.SGD(0.1).apply_gradients(zip(grads, model.trainable_variables))
+    keras.optimizers.SGD(0.1).apply_gradients(zip(grads, model.trainable_variables, strict=True))
     assert not np.array_equal(head.numpy(), before)
     out = model({"images": x["images"][:1]})
     assert out["boxes"].shape == (1, 10, 4)
