@@ -88,8 +88,14 @@ def row(r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     from mrcnn_tf.config import CONFIG_ROOT, list_configs
 
-    zoo = [str(p.relative_to(CONFIG_ROOT).with_suffix("")) for p in list_configs() if p.parent.name != "ablations"]
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    zoo = [
+        str(p.relative_to(CONFIG_ROOT).with_suffix(""))
+        for p in list_configs()
+        if p.parent.name != "ablations"
+    ]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--configs", nargs="+", default=zoo)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
@@ -98,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     records = []
-    print(f"| config | backbone | parameters (trainable) | GMACs / GFLOPs at {args.size}² | CPU latency at {args.size}² |")
+    print(
+        f"| config | backbone | parameters (trainable) | GMACs / GFLOPs at {args.size}² | CPU latency at {args.size}² |"
+    )
     print("| --- | --- | ---: | ---: | ---: |")
     for config in args.configs:
         records.append(measure(config, args.size, args.repeat, not args.no_latency))
