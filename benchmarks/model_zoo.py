@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     records = []
+    size = f"{args.size}²"
     print(
-        f"| config | backbone | parameters (trainable) | GMACs / GFLOPs at {args.size}² | CPU latency at {args.size}² |"
+        f"| config | backbone | parameters (trainable) | GMACs / GFLOPs at {size} | CPU latency at {size} |"
     )
     print("| --- | --- | ---: | ---: | ---: |")
     for config in args.configs:
