@@ -10,7 +10,7 @@ from mrcnn_tf.modeling.backbones import keras_application
 from mrcnn_tf.modeling.backbones.keras_application import KerasApplicationBackbone
 
 
-@pytest.mark.parametrize("application", ["MobileNetV2", "EfficientNetB0"])
+@pytest.mark.parametrize("application", ["MobileNetV2", "EfficientNetB0", "ResNet50", "ResNet101"])
 def test_taps_have_the_declared_strides_and_channels(application):
     backbone = KerasApplicationBackbone(application)
     out = backbone(np.zeros((1, 64, 96, 3), np.float32))
@@ -18,6 +18,18 @@ def test_taps_have_the_declared_strides_and_channels(application):
         assert out[name].shape == (1, 64 // stride, 96 // stride, backbone.output_channels[name])
     bn = [w for w in backbone.network.layers if isinstance(w, keras.layers.BatchNormalization)]
     assert bn and not any(layer.trainable for layer in bn)  # frozen batch norm by default
+
+
+def test_bgr_channel_order_feeds_the_network_reversed_channels():
+    keras.utils.set_random_seed(0)
+    bgr = KerasApplicationBackbone("ResNet50", channel_order="bgr", out_features=["C3"])
+    rgb = KerasApplicationBackbone.from_config({**bgr.get_config(), "channel_order": "rgb"})
+    rgb.set_weights(bgr.get_weights())
+    image = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(bgr(image)["C3"], rgb(image[..., ::-1].copy())["C3"], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(bgr(image)["C3"], rgb(image)["C3"], atol=1e-3)
+    with pytest.raises(ValueError, match="channel_order"):
+        KerasApplicationBackbone("ResNet50", channel_order="brg")
 
 
 def test_local_weights_file_is_loaded(tmp_path):

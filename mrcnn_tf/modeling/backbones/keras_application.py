@@ -23,8 +23,23 @@ TAPS: dict[str, dict[str, tuple[str, int]]] = {
         "C4": ("block5c_add", 112),
         "C5": ("top_activation", 1280),
     },
+    # Keras's ResNets are the original (Caffe, "v1") ones: stride in the first 1×1 conv, and
+    # their ImageNet weights expect BGR inputs minus the BGR mean (channel_order: bgr).
+    "ResNet50": {
+        "C2": ("conv2_block3_out", 256),
+        "C3": ("conv3_block4_out", 512),
+        "C4": ("conv4_block6_out", 1024),
+        "C5": ("conv5_block3_out", 2048),
+    },
+    "ResNet101": {
+        "C2": ("conv2_block3_out", 256),
+        "C3": ("conv3_block4_out", 512),
+        "C4": ("conv4_block23_out", 1024),
+        "C5": ("conv5_block3_out", 2048),
+    },
 }
 STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
+CHANNEL_ORDERS = ("rgb", "bgr")
 
 
 def load_application(application: str, weights: str | None) -> keras.Model:
@@ -74,13 +89,17 @@ class KerasApplicationBackbone(keras.layers.Layer):
     [-1, 1]: mean 127.5, std 127.5; EfficientNet normalises inside: mean 0, std 1).
 
     Args:
-        application: ``MobileNetV2`` or ``EfficientNetB0``.
+        application: ``MobileNetV2``, ``EfficientNetB0``, ``ResNet50`` or ``ResNet101``.
         weights: ``null`` (random init), ``imagenet`` (downloaded once by Keras, then cached),
             or a local weights file path (offline use).
         out_features: which of ``C2``..``C5`` to return.
         freeze_batchnorm: run batch norm in inference mode with fixed parameters (the
             detection default: batches are too small for batch statistics).
         trainable_backbone: False freezes the whole network.
+        channel_order: ``bgr`` reverses the channels of the (already normalised) input, for
+            networks trained on BGR images: Keras's ``ResNet50``/``ResNet101`` ImageNet weights
+            want ``pixel_mean: [123.68, 116.779, 103.939]`` (RGB order), ``pixel_std: [1, 1, 1]``
+            and ``channel_order: bgr``.
 
     Call:
         inputs: ``[B, H, W, 3]`` float32 normalised images.
@@ -96,9 +115,13 @@ class KerasApplicationBackbone(keras.layers.Layer):
         out_features: tuple[str, ...] | list[str] = ("C2", "C3", "C4", "C5"),
         freeze_batchnorm: bool = True,
         trainable_backbone: bool = True,
+        channel_order: str = "rgb",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got '{channel_order}'")
+        self.channel_order = channel_order
         out_features = tuple(out_features)
         if application in TAPS and (not out_features or any(f not in STRIDES for f in out_features)):
             raise ValueError(
@@ -132,6 +155,8 @@ class KerasApplicationBackbone(keras.layers.Layer):
         return {f: TAPS[self.application][f][1] for f in self.out_features}
 
     def call(self, inputs, training=None):
+        if self.channel_order == "bgr":
+            inputs = keras.ops.flip(inputs, axis=-1)
         outputs = self.network(inputs, training=training)
         return dict(zip(self.out_features, outputs, strict=True))
 
@@ -143,6 +168,7 @@ class KerasApplicationBackbone(keras.layers.Layer):
             out_features=list(self.out_features),
             freeze_batchnorm=self.freeze_batchnorm,
             trainable_backbone=self.trainable_backbone,
+            channel_order=self.channel_order,
         )
         return config
 
