@@ -253,3 +253,14 @@ def test_ablation_variant_trains_with_gradients_everywhere_and_detects(config):
     assert head_out.shape[-1] == channels
     present = np.asarray(out["masks"])[:, : int(out["num_detections"][0])]
     assert present.size and np.allclose(present, untrained_mask, atol=0.05)
+
+
+def test_r50_fpn_has_torchvisions_published_parameter_count():
+    """torchvision lists 44,401,393 parameters for maskrcnn_resnet50_fpn (91 classes with
+    background). Its frozen-BN values are buffers, not parameters, and its box regressor and
+    mask predictor also have a background slot (4 × 1025 + 257 values) that ours does not."""
+    model = build("mask_rcnn_r50_fpn_1x_coco.yaml", "data.num_classes=90")
+    model.build()
+    bn = ("gamma", "beta", "moving_mean", "moving_variance")
+    ours = sum(int(np.prod(v.shape)) for v in model.weights if v.path.rsplit("/", 1)[-1] not in bn)
+    assert ours + 4 * 1025 + 257 == 44_401_393
