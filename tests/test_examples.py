@@ -198,3 +198,31 @@ def test_plugin_package_installed_with_pip_is_found_by_entry_point_trained_and_e
     loaded = tf.saved_model.load(str(tmp_path / "export" / "1"))  # serves without the plugin installed
     out = loaded.signatures["serving_default"](tf.zeros([1, 96, 80, 3], tf.uint8))
     assert out["detection_boxes"].shape[0] == 1
+
+
+def test_ablation_script_trains_each_variant_once_and_prints_the_table(tmp_path, capsys):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("ablations_example", EXAMPLES / "ablations.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    argv = ["--steps", "2", "--variants", "baseline", "mask_softmax", "--workdir", str(tmp_path)]
+    argv += ["--set", "data.train.num_images=4", "data.val.num_images=4", "--json", str(tmp_path / "r.json")]
+    assert example.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [
+        line
+        for line in out.splitlines()
+        if line.startswith("| baseline") or line.startswith("| mask_softmax")
+    ]
+    assert len(rows) == 2 and "| -5.5 |" in rows[1]  # the paper's Δ for 2b beside ours
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert set(record["results"]) == {"baseline", "mask_softmax"}
+    config = (tmp_path / "mask_softmax-seed0" / "config.yaml").read_text()
+    assert (
+        "MultinomialMaskLoss" in config
+        and "MultinomialMaskLoss" not in (tmp_path / "baseline-seed0" / "config.yaml").read_text()
+    )
+    assert example.main(argv) == 0  # a second run reuses the finished runs
+    assert out.count("training 2 steps") == 2 and "reusing the finished run" in capsys.readouterr().out
