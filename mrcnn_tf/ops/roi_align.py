@@ -63,9 +63,10 @@ def _pool_bins(samples: tf.Tensor, output_size: int, sampling_ratio: int, poolin
     if sampling_ratio == 1:
         return samples
     if pooling == "max":
-        # Not tf.nn.max_pool2d: inside model.fit its gradient aborts the process on TF 2.21's
-        # oneDNN CPU kernels ("Check failed: dtype() == expected_dtype (1 vs. 3)" in
-        # MklMaxPoolingGradOp). The max over a reshape is slower but safe everywhere.
+        # Not tf.nn.max_pool2d: its oneDNN CPU gradient aborts the process on an empty input
+        # ("Check failed: dtype() == expected_dtype (1 vs. 3)" in MklMaxPoolingGradOp,
+        # tensorflow/tensorflow#126128, TF 2.21), and a pyramid level that no RoI maps to gives
+        # an empty crop. The max over a reshape is slower but safe everywhere.
         shape = tf.shape(samples)
         channels = samples.shape[-1] if samples.shape[-1] is not None else shape[3]
         bins = tf.reshape(
