@@ -61,15 +61,25 @@ class MultinomialMaskLoss(keras.losses.Loss):
 
     @staticmethod
     def probabilities(logits, classes):
-        """Mask probabilities ``[B, N, M, M]`` of each RoI's class from ``[B, N, M, M, K']`` logits.
+        """Soft masks ``[B, N, M, M]`` of each RoI's class from ``[B, N, M, M, K']`` logits.
+
+        As in FCN, a pixel belongs to the mask where the RoI's class wins the per-pixel argmax
+        over background and all classes. The value returned is ``p_c / (p_c + max_{j != c} p_j)``
+        (the class's probability against its strongest rival, background included): at least
+        0.5 exactly where class c wins, so the usual 0.5 threshold gives the argmax labelling.
+        (``p_c`` itself can win the argmax at 0.3 when four labels compete.) With one channel
+        it is the sigmoid probability.
 
         ``classes``: ``[B, N]`` int32 in 1..K (0, an empty slot, reads class 1; callers mask it).
         """
         ops = keras.ops
         z = ops.cast(logits, "float32")
         k = z.shape[-1]
-        probs = ops.softmax(ops.concatenate([ops.zeros_like(z[..., :1]), z], axis=-1), axis=-1)
+        z = ops.concatenate([ops.zeros_like(z[..., :1]), z], axis=-1)  # [B, N, M, M, K' + 1]
         if k == 1:
-            return probs[..., 1]
+            return ops.sigmoid(z[..., 1])
         index = ops.clip(ops.cast(classes, "int32"), 1, k)
-        return ops.sum(probs * ops.one_hot(index, k + 1)[:, :, None, None, :], axis=-1)
+        own = ops.one_hot(index, k + 1)[:, :, None, None, :]
+        z_own = ops.sum(z * own, axis=-1)
+        z_rival = ops.max(z - 1e30 * own, axis=-1)
+        return ops.sigmoid(z_own - z_rival)  # = p_c / (p_c + p_rival)

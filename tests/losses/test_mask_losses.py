@@ -46,7 +46,7 @@ def test_targets_put_t_on_the_class_channel_and_the_rest_on_background():
 
 
 @pytest.mark.parametrize("channels", [3, 1])
-def test_probabilities_are_the_softmax_entry_of_each_rois_class(channels):
+def test_soft_masks_are_the_class_against_its_strongest_rival(channels):
     rng = np.random.default_rng(2)
     z = (rng.normal(size=(2, 4, 3, 3, channels)) * 2).astype(np.float32)
     classes = np.array([[1, 2, 3, 0], [3, 3, 1, 2]], "int32")
@@ -54,5 +54,9 @@ def test_probabilities_are_the_softmax_entry_of_each_rois_class(channels):
     probs = _softmax_with_background(z)
     for b in range(2):
         for n in range(4):
-            channel = 1 if channels == 1 else max(classes[b, n], 1)
-            np.testing.assert_allclose(out[b, n], probs[b, n, :, :, channel], rtol=1e-5, atol=1e-6)
+            c = 1 if channels == 1 else max(classes[b, n], 1)
+            rival = np.delete(probs[b, n], c, axis=-1).max(-1)
+            expect = probs[b, n, :, :, c] / (probs[b, n, :, :, c] + rival)
+            np.testing.assert_allclose(out[b, n], expect, rtol=1e-5, atol=1e-6)
+            wins = probs[b, n].argmax(-1) == c
+            np.testing.assert_array_equal(out[b, n] >= 0.5, wins)  # 0.5 threshold = argmax labelling
