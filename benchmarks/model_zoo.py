@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -40,8 +41,8 @@ def measure(config: str, size: int, repeat: int, latency: bool) -> dict:
     cfg = load_config(config, offline)
     model = mrcnn_tf.build_model(cfg)
     model.build()
-    total = sum(int(v.numpy().size) for v in model.weights)
-    trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
+    total = model.count_params()
+    trainable = sum(math.prod(v.shape) for v in model.trainable_weights)
 
     fn = tf.function(lambda x: model({"images": x}))
     concrete = fn.get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.float32))

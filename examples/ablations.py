@@ -85,16 +85,9 @@ def run_variant(name: str, seed: int, steps: int, workdir: Path, extra: list[str
     started = time.perf_counter()
     # a finished run with another budget is replaced; an interrupted one resumes from its checkpoint
     result = train(cfg, run_dir, overwrite=bool(state.get("finished")), verbose=2)
-    minutes = (time.perf_counter() - started) / 60
-    run_files.write_state(
-        run_dir,
-        finished=True,
-        step=result["step"],
-        weights=result["weights"],
-        metrics=result["metrics"],
-        ablation_minutes=round(minutes, 2),
-    )
-    return {"metrics": result["metrics"], "minutes": round(minutes, 2)}
+    minutes = round((time.perf_counter() - started) / 60, 2)
+    run_files.write_state(run_dir, **run_files.read_state(run_dir), ablation_minutes=minutes)
+    return {"metrics": result["metrics"], "minutes": minutes}
 
 
 def _fmt(value: float | None, scale: float = 100.0) -> str:

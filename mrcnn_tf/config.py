@@ -34,9 +34,9 @@ def resolve_config_path(name: str | os.PathLike) -> Path:
     path = Path(name)
     if path.exists():
         return path
-    for candidate in (CONFIG_ROOT / path, CONFIG_ROOT / f"{path}.yaml"):
-        if candidate.is_file():
-            return candidate
+    found = _config.find_in_roots(path, [CONFIG_ROOT])
+    if found is not None:
+        return found
     raise ConfigError(
         f"config file not found (also looked in {CONFIG_ROOT}); run `mrcnn-tf list configs` "
         "to see the bundled ones",

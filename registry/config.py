@@ -242,16 +242,23 @@ def _as_imports(value: Any, source: str) -> list[str]:
     return value
 
 
+def find_in_roots(name: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> Path | None:
+    """``root/name`` or ``root/name.yaml`` under the first of ``roots`` that has it, else None."""
+    for root in roots:
+        for candidate in (Path(root) / name, Path(root) / f"{name}.yaml"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
 def _find_base(path: Path, base_name: str, base_roots: Sequence[Path], source: str) -> Path:
     """``base_name`` relative to the file ``path``, else under one of ``base_roots``."""
     base_path = (path.parent / base_name) if not os.path.isabs(base_name) else Path(base_name)
     if base_path.is_file():
         return base_path
-    if not os.path.isabs(base_name):
-        for root in base_roots:
-            for candidate in (Path(root) / base_name, Path(root) / f"{base_name}.yaml"):
-                if candidate.is_file():
-                    return candidate
+    found = None if os.path.isabs(base_name) else find_in_roots(base_name, base_roots)
+    if found is not None:
+        return found
     also = f" or under {', '.join(str(r) for r in base_roots)}" if base_roots else ""
     raise ConfigError(
         f"base config '{base_name}' not found (looked for {base_path.resolve()}{also}); "
