@@ -18,10 +18,11 @@ first call includes all graph tracing and its peak resident memory is its own:
 - ``train_<S>_b<B>``: forward, losses, backward and SGD update on a synthetic batch of ``B``
   images with 8 objects each.
 
-With ``--peers``, each inference size is also run with TF Model Garden's Mask R-CNN
-(``tf-models-official``, installed on first use into its own virtual environment under the
-cache folder; see ``peers/model_garden.py``), its default 4conv+1fc box head and the paper's
-2-fc head, and the table shows ours/theirs. torchvision has no CPU build on every index and is
+With ``--peers``, each in-process inference case and each training case is also run with TF
+Model Garden's Mask R-CNN (``tf-models-official``, installed on first use into its own virtual
+environment under the cache folder; see ``peers/model_garden.py``), with its default 4conv+1fc
+box head (``mg_default_*``) and the paper's 2-fc head (``mg_2fc_*``), and the table shows
+ours/theirs. torchvision has no CPU build on every index and is
 not wired in.
 
 Prints a table (median and spread of ``--repeat`` runs after one warm-up run) and, with
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peers",
         action="store_true",
-        help="also run TF Model Garden's Mask R-CNN (own venv) per inference case",
+        help="also run TF Model Garden's Mask R-CNN (own venv) per in-process and training case",
     )
     parser.add_argument(
         "--model-garden-python", help="a Python with tf-models-official (default: make a venv)"
@@ -308,11 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         r = _child(args, f"--run-case={case}")
         results.append(r)
         _print_row(case, r)
-        if peer_python is None or not case.startswith("keras_"):
+        if peer_python is None or case.startswith("export_"):
             continue
         for variant in ("default", "2fc"):
-            peer = _peer_case(args, peer_python, "keras_" + case.split("_")[1], variant)
-            peer["case"] = f"model_garden_{variant}_{case.split('_')[1]}"
+            peer = _peer_case(args, peer_python, case, variant)
+            peer["case"] = f"mg_{variant}_{case.removeprefix('keras_')}"
             results.append(peer)
             _print_row(peer["case"], peer, r["median_s"] / peer["median_s"])
     if args.json:
