@@ -4,6 +4,7 @@
     python benchmarks/model_speed.py                          # every case, R50-FPN, fp32, CPU
     python benchmarks/model_speed.py --cases export_640 export_1024 --repeat 5
     python benchmarks/model_speed.py --precision bfloat16 --cases keras_640
+    python benchmarks/model_speed.py --gpu                    # float32, mixed, XLA; largest batch
 
 Random weights, batch 1 unless the case says otherwise, 1000 test proposals and 100 detections
 (``model.score_threshold=0`` so that all 100 slots hold a detection and the mask head runs on
@@ -24,6 +25,13 @@ environment under the cache folder; see ``peers/model_garden.py``), with its def
 box head (``mg_default_*``) and the paper's 2-fc head (``mg_2fc_*``), and the table shows
 ours/theirs. torchvision has no CPU build on every index and is
 not wired in.
+
+``--gpu`` (a GPU must be visible to TensorFlow) runs every case in float32 and mixed precision
+(``--mixed``: float16 by default), each also compiled with XLA (``--xla``: ``jit_compile=True``
+with the XLA-ready settings ``gather`` RoI aligners, ``padded`` NMS, ``mask_slots: all``; the
+export cases run once, float32), reports the GPU's peak memory, and adds ``train_max_<S>``:
+training images/s at the largest batch that fits (batch doubled from 2 up to ``--max-batch``
+until the GPU runs out of memory). ``--xla`` and ``--precision`` also work alone, on CPU too.
 
 Prints a table (median and spread of ``--repeat`` runs after one warm-up run) and, with
 ``--json``, writes the numbers. Record results in BENCHMARKS.md with the machine and versions.
@@ -54,6 +62,14 @@ BENCH_OVERRIDES = [
     "model.max_detections=100",
     "model.score_threshold=0.0",
 ]
+#: What XLA needs (``MaskRCNN.xla_blockers``): static shapes and no crop_and_resize.
+XLA_OVERRIDES = [
+    "model.box_roi_aligner.backend=gather",
+    "model.mask_roi_aligner.backend=gather",
+    "model.nms_backend=padded",
+    "model.mask_slots=all",
+]
+POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def _peak_mb() -> float:
@@ -61,14 +77,14 @@ def _peak_mb() -> float:
 
 
 def _overrides(args, size: int) -> list[str]:
-    return [*BENCH_OVERRIDES, f"data.pipeline.min_size={size}", f"data.pipeline.max_size={size}", *args.set]
+    sizes = [f"data.pipeline.min_size={size}", f"data.pipeline.max_size={size}"]
+    return [*BENCH_OVERRIDES, *sizes, *(XLA_OVERRIDES if args.xla else []), *args.set]
 
 
 def _set_precision(precision: str) -> None:
     import keras
 
-    if precision == "bfloat16":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.mixed_precision.set_global_policy(POLICIES[precision])
 
 
 def _build(args, size: int):
@@ -157,21 +173,24 @@ def run_case(args, case: str) -> dict:
     elif kind == "keras":
         _, model = _build(args, size)
         image = tf.constant(_image(size, "float32"))
-        fn = tf.function(lambda: model({"images": image}, training=False))
+        fn = tf.function(lambda: model({"images": image}, training=False), jit_compile=args.xla)
     elif kind == "train":
         import keras
 
         from mrcnn_tf.data.synthetic import random_model_batch
 
         _, model = _build(args, size)
-        batch = random_model_batch(size, int(parts[2][1:]))
+        batch = random_model_batch(batch=int(parts[2][1:]), size=size)
         optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+        if args.precision == "float16":  # dynamic loss scaling, as the trainer does
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
 
-        @tf.function
+        @tf.function(jit_compile=args.xla)
         def fn():
             with tf.GradientTape() as tape:
                 loss = model.compute_loss(y_pred=model(batch, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply(grads, model.trainable_variables)
             return loss
 
@@ -190,8 +209,12 @@ def run_case(args, case: str) -> dict:
         "runs": len(times),
         "peak_rss_mb": _peak_mb(),
     }
+    if tf.config.list_logical_devices("GPU"):
+        result["peak_gpu_mb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     if kind in ("export", "keras"):
         result["num_detections"] = int(tf.reduce_sum(out["num_detections"]))
+    else:
+        result["images"] = list(batch["images"].shape)
     return result
 
 
@@ -216,22 +239,57 @@ def _environment() -> dict:
     }
 
 
+class CaseFailed(RuntimeError):
+    """A case's process failed; ``out_of_memory`` when TensorFlow said so."""
+
+    def __init__(self, message: str, out_of_memory: bool):
+        super().__init__(message)
+        self.out_of_memory = out_of_memory
+
+
 def _child(args, *extra: str) -> dict:
     command = [sys.executable, __file__, "--config", args.config, "--precision", args.precision]
     command += ["--repeat", str(args.repeat), *[f"--set={s}" for s in args.set], *extra]
+    command += ["--xla"] if args.xla else []
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(extra)} failed:\n{result.stderr[-4000:]}")
+        oom = "ResourceExhaustedError" in result.stderr or "Out of memory" in result.stderr
+        raise CaseFailed(f"{' '.join(extra)} failed:\n{result.stderr[-4000:]}", oom)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def largest_batch(args, size: int) -> dict:
+    """Training at the largest batch that fits (doubling from 2, up to ``--max-batch``)."""
+    best = None
+    batch = 2
+    while batch <= args.max_batch:
+        try:
+            best = _child(args, f"--run-case=train_{size}_b{batch}")
+        except CaseFailed as error:
+            if not error.out_of_memory:
+                raise
+            break
+        batch *= 2
+    if best is None:
+        raise SystemExit(f"training at {size}x{size} does not fit with batch 2")
+    best["case"] = f"train_max_{size}"
+    best["batch"] = best["images"][0]
+    best["images_per_s"] = best["batch"] / best["median_s"]
+    return best
 
 
 MODEL_GARDEN = Path(__file__).resolve().parent / "peers" / "model_garden.py"
 
 
 def _print_row(name: str, r: dict, ratio: float | None = None) -> None:
+    extra = f"  GPU peak {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""
+    if "images_per_s" in r:
+        extra += f"  batch {r['batch']}: {r['images_per_s']:.1f} images/s"
     print(
-        f"{name:<28}{r['first_call_s']:>11.2f}s{r['median_s']:>9.3f}s{r['min_s']:>8.3f}s"
-        f"{r['max_s']:>8.3f}s{r['peak_rss_mb']:>8.0f} MB" + (f"{ratio:>10.2f}x" if ratio else "  (ours)"),
+        f"{name:<34}{r['first_call_s']:>11.2f}s{r['median_s']:>9.3f}s{r['min_s']:>8.3f}s"
+        f"{r['max_s']:>8.3f}s{r['peak_rss_mb']:>8.0f} MB"
+        + (f"{ratio:>10.2f}x" if ratio else "  (ours)")
+        + extra,
         flush=True,
     )
 
@@ -273,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="config name or file (default: %(default)s)")
     parser.add_argument("--cases", nargs="+", default=list(CASES), help=f"subset of {' '.join(CASES)}")
     parser.add_argument("--repeat", type=int, default=5, help="measured runs after the warm-up")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--precision", choices=tuple(POLICIES), default="float32")
+    parser.add_argument("--xla", action="store_true", help="jit_compile=True with the XLA-ready settings")
+    parser.add_argument("--gpu", action="store_true", help="float32, mixed and XLA variants of every case")
+    parser.add_argument("--mixed", choices=("float16", "bfloat16"), default="float16", help="--gpu's mixed")
+    parser.add_argument("--max-batch", type=int, default=64, help="--gpu: largest batch to try")
     parser.add_argument("--set", action="append", default=[], help="extra config override (repeatable)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument(
@@ -294,28 +356,51 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"export": str(export_model(args, args.export_size))}))
         return 0
     environment = _environment()  # children are fresh processes: this import costs them nothing
+    if args.gpu and environment["device"] == "CPU":
+        raise SystemExit("--gpu: TensorFlow sees no GPU here (check `nvidia-smi` and the CUDA build of TF)")
     print(
         f"{args.config} ({args.precision}), TF {environment['tensorflow']}, Keras {environment['keras']}, "
         f"{environment['device']}, {environment['cpu']} x{environment['cpu_count']}"
     )
-    for size in sorted({int(c.split("_")[1]) for c in args.cases if c.startswith("export_")}):
-        _child(args, f"--export-size={size}")
-    results = []
+    variants = [(args.precision, args.xla)]
+    if args.gpu:
+        variants = [("float32", False), (args.mixed, False), ("float32", True), (args.mixed, True)]
     print(
-        f"{'case':<28}{'first call':>12}{'median':>10}{'min':>9}{'max':>9}{'peak RSS':>11}{'ours/peer':>11}"
+        f"{'case':<34}{'first call':>12}{'median':>10}{'min':>9}{'max':>9}{'peak RSS':>11}{'ours/peer':>11}"
     )
     peer_python = _peer_python(args) if args.peers else None
-    for case in args.cases:
-        r = _child(args, f"--run-case={case}")
-        results.append(r)
-        _print_row(case, r)
-        if peer_python is None or case.startswith("export_"):
-            continue
-        for variant in ("default", "2fc"):
-            peer = _peer_case(args, peer_python, case, variant)
-            peer["case"] = f"mg_{variant}_{case.removeprefix('keras_')}"
-            results.append(peer)
-            _print_row(peer["case"], peer, r["median_s"] / peer["median_s"])
+    results = []
+    for precision, xla in variants:
+        run = argparse.Namespace(**{**vars(args), "precision": precision, "xla": xla})
+        tag = f" [{precision}{'+xla' if xla else ''}]" if len(variants) > 1 else ""
+        cases = [c for c in args.cases if not (xla and c.startswith("export_"))]  # the export is not XLA
+        for size in sorted({int(c.split("_")[1]) for c in cases if c.startswith("export_")}):
+            _child(run, f"--export-size={size}")
+        if args.gpu:
+            cases += [
+                f"train_max_{s}"
+                for s in sorted({c.split("_")[1] for c in args.cases if c.startswith("train_")})
+            ]
+        for case in cases:
+            if case.startswith("train_max_"):
+                r = largest_batch(run, int(case.split("_")[2]))
+            else:
+                r = _child(run, f"--run-case={case}")
+            r.update(precision=precision, xla=xla)
+            results.append(r)
+            _print_row(case + tag, r)
+            if (
+                peer_python is None
+                or xla
+                or precision == "float16"
+                or case.startswith(("export_", "train_max_"))
+            ):
+                continue  # Model Garden's side is wired for float32 and bfloat16 without XLA
+            for variant in ("default", "2fc"):
+                peer = _peer_case(run, peer_python, case, variant)
+                peer["case"] = f"mg_{variant}_{case.removeprefix('keras_')}"
+                results.append(peer)
+                _print_row(peer["case"] + tag, peer, r["median_s"] / peer["median_s"])
     if args.json:
         record = {
             "environment": environment,

@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="mask_rcnn_r50_fpn_1x_coco")
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--set", action="append", default=[])
+    parser.set_defaults(xla=False)  # model_speed's settings without its XLA variant
     args = parser.parse_args(argv)
 
     import tensorflow as tf

@@ -126,6 +126,13 @@ def train(
         tf.config.experimental.enable_op_determinism()
     with strategy.scope():
         model = build_model(cfg)
+        blockers = model.xla_blockers() if settings.jit_compile and hasattr(model, "xla_blockers") else []
+        if blockers:
+            raise ConfigError(
+                f"true needs {' '.join(blockers)} (XLA has no crop_and_resize kernel and needs "
+                "static shapes): add them to the config or as --set overrides",
+                key="train.jit_compile",
+            )
         model.build()
         optimizer = build_optimizer(cfg, settings, pipeline.batch_size)
         model.compile(optimizer=optimizer, jit_compile=bool(settings.jit_compile))

@@ -95,6 +95,7 @@ def test_gather_backend_training_step_compiles_with_xla():
     gather = [
         "model.box_roi_aligner.backend=gather",
         "model.mask_roi_aligner.backend=gather",
+        "model.mask_slots=all",
     ]
     model = build("mask_rcnn_r18_fpn_synthetic.yaml", *gather)
     x = batch()
@@ -106,6 +107,47 @@ def test_gather_backend_training_step_compiles_with_xla():
 
     total, grad_norm = step(x)
     assert np.isfinite(float(total)) and float(grad_norm) > 0.0
+
+
+def _twins(*overrides):
+    """The same detector (same weights) with ``mask_slots: used`` and ``mask_slots: all``."""
+    used = build("mask_rcnn_r18_fpn_synthetic.yaml", "model.mask_slots=used", *overrides)
+    full = build("mask_rcnn_r18_fpn_synthetic.yaml", "model.mask_slots=all", *overrides)
+    used.build()
+    full.build()
+    full.set_weights(used.get_weights())
+    return used, full
+
+
+def test_mask_head_on_used_slots_gives_the_losses_and_gradients_of_all_slots():
+    used, full = _twins("model.roi_sampler.num_samples=64")  # 16 positive slots per image
+    x = dict(batch(), sample_seed=np.array([[1, 2], [3, 4]], np.int32))
+    out = used(x, training=True)
+    positives = out["box_positive"].numpy().sum(axis=1)  # from the sampler, over all 64 slots
+    assert out["mask_logits"].shape[1] == positives.max() < 16
+    _, terms_u, grads_u = losses_and_grads(used, x)
+    _, terms_f, grads_f = losses_and_grads(full, x)
+    assert full(x, training=True)["mask_logits"].shape[1] == 16
+    for name in terms_f:
+        np.testing.assert_allclose(terms_u[name].numpy(), terms_f[name].numpy(), rtol=1e-5, err_msg=name)
+    for w, gu, gf in zip(used.trainable_variables, grads_u, grads_f, strict=True):
+        np.testing.assert_allclose(gu.numpy(), gf.numpy(), rtol=1e-4, atol=1e-7, err_msg=w.path)
+
+
+def test_mask_head_on_used_slots_gives_the_masks_of_all_slots():
+    used, full = _twins()
+    images = batch()["images"]
+    scores = np.sort(full({"images": images})["scores"].numpy()[0])[::-1]
+    for model in (used, full):  # image 0 keeps its top 4 scores; image 1 whatever passes
+        model.score_threshold = float(scores[3]) - 1e-6
+    a, b = used({"images": images}), full({"images": images})
+    counts = b["num_detections"].numpy()
+    assert counts[0] < 10 and counts.max() < 10
+    np.testing.assert_array_equal(a["num_detections"].numpy(), counts)
+    assert a["masks"].shape == b["masks"].shape == (2, 10, 28, 28)
+    np.testing.assert_allclose(a["masks"].numpy(), b["masks"].numpy(), atol=1e-6)
+    for i, n in enumerate(counts):
+        assert np.all(a["masks"].numpy()[i, n:] == 0.0) and np.all(a["masks"].numpy()[i, :n] > 0.0)
 
 
 def test_image_with_nothing_in_it_gives_zero_detections():
@@ -201,6 +243,7 @@ def test_inference_compiles_with_xla_with_gather_aligners_and_padded_nms():
         "model.box_roi_aligner.backend=gather",
         "model.mask_roi_aligner.backend=gather",
         "model.nms_backend=padded",
+        "model.mask_slots=all",
     )
     images = batch()["images"]
     eager = model({"images": images})

@@ -142,6 +142,15 @@ def test_bad_train_settings_are_config_errors(tmp_path, override, message):
         train(tiny_config(override), tmp_path / "run", verbose=0)
 
 
+def test_xla_training_names_the_overrides_it_needs(tmp_path):
+    expected = (
+        "model.box_roi_aligner.backend=gather model.mask_roi_aligner.backend=gather model.mask_slots=all"
+    )
+    with pytest.raises(ConfigError, match=f"key 'train.jit_compile': true needs {expected}"):
+        train(tiny_config("train.jit_compile=true"), tmp_path / "run", verbose=0)
+    assert not list((tmp_path / "run").glob("checkpoints/*"))
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -153,6 +162,7 @@ def test_bad_train_settings_are_config_errors(tmp_path, override, message):
                 "model.box_roi_aligner.backend=gather",
                 "model.mask_roi_aligner.backend=gather",
                 "model.nms_backend=padded",
+                "model.mask_slots=all",
             ],
             id="xla",
             marks=pytest.mark.slow,

@@ -42,6 +42,7 @@ COMPONENTS = (
     "mask_head",
 )
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "box_cls", "box_reg", "mask")
+MASK_SLOTS = ("used", "all")
 #: torchvision's ImageNet statistics for RGB images in [0, 255].
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -71,6 +72,16 @@ def _build(registry, spec, **offers):
     return registry.build(spec)
 
 
+def _used_slots(used: tf.Tensor) -> tf.Tensor:
+    """int32 scalar: the largest number of used slots in a row of ``used`` ``[B, N]`` bool, >= 1.
+
+    Used slots come first in every row (the sampler puts positives first, NMS fills the
+    detections from slot 0), so ``[:, :n]`` keeps every used slot of the batch. At least one
+    slot, so that the mask head never gets an empty batch.
+    """
+    return tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(used, tf.int32), axis=1)), 1)
+
+
 def _inside_mask(image_size: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
     """float32 ``[B, H, W, 1]``: 1 on each image's valid ``image_size`` region, 0 on padding."""
     rows = tf.cast(tf.range(shape[1]), tf.float32)[None, :, None]
@@ -85,9 +96,9 @@ class MaskRCNN(keras.Model):
 
     Every component argument is a registered layer given as ``{type: Name, ...}`` (or a built
     instance); losses likewise. Training targets are computed in the graph from padded ground
-    truth, and every shape is static (fixed proposals, samples and detections), so
-    ``model.fit`` works as is under ``tf.distribute`` and the training step compiles with XLA
-    when the RoI aligners use ``backend: gather``.
+    truth with fixed numbers of proposals, samples and detections, so ``model.fit`` works as is
+    under ``tf.distribute``; the training step compiles with XLA when the RoI aligners use
+    ``backend: gather``, ``nms_backend`` is ``padded`` and ``mask_slots`` is ``all``.
 
     Args:
         backbone, neck, anchor_generator, rpn_head, proposal_generator, anchor_labeler,
@@ -105,6 +116,11 @@ class MaskRCNN(keras.Model):
         score_threshold, nms_iou_threshold, max_detections: inference (0.05, 0.5, 100).
         nms_backend: ``combined`` (TF's fused per-class NMS; GPU/CPU) or ``padded`` (static
             shapes: inference then compiles with XLA too, with ``gather`` RoI aligners).
+        mask_slots: ``used`` (default) runs the mask head only on the slots that hold a
+            positive RoI (training) or a detection (inference), up to the largest count in the
+            batch, as Detectron2 does: the same losses, gradients and masks for less work (in
+            training often 3-10x fewer RoIs than the 128 positive slots per image). ``all``
+            runs it on every slot (static shapes: needed for XLA and TPUs).
 
     Call:
         inputs: a dict with ``images`` ``[B, H, W, 3]`` (RGB in [0, 255], any float or uint8
@@ -155,6 +171,7 @@ class MaskRCNN(keras.Model):
         nms_iou_threshold: float = 0.5,
         max_detections: int = 100,
         nms_backend: str = "combined",
+        mask_slots: str = "used",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -209,6 +226,9 @@ class MaskRCNN(keras.Model):
         if nms_backend not in NMS_BACKENDS:
             raise ValueError(f"MaskRCNN nms_backend must be one of {NMS_BACKENDS}, got '{nms_backend}'")
         self.nms_backend = nms_backend
+        if mask_slots not in MASK_SLOTS:
+            raise ValueError(f"MaskRCNN mask_slots must be one of {MASK_SLOTS}, got '{mask_slots}'")
+        self.mask_slots = mask_slots
         self.loss_trackers = [keras.metrics.Mean(name=f"{name}_loss") for name in LOSS_NAMES]
         self.learning_rate_tracker = _LastValue(name="learning_rate")
 
@@ -280,6 +300,8 @@ class MaskRCNN(keras.Model):
         head = self.box_head(self.box_roi_aligner(pyramid, samples["rois"]), training=True)
         out.update(target_ops.box_outputs(head, samples))
         m = min(self.roi_sampler.max_positives, samples["rois"].shape[1])
+        if self.mask_slots == "used":
+            m = _used_slots(samples["positive"][:, :m])
         shared = head["features"][:, :m] if self.shares_roi_features else None
         mask_logits = self.mask_head(
             self._mask_features(pyramid, samples["rois"][:, :m], shared), training=True
@@ -310,8 +332,14 @@ class MaskRCNN(keras.Model):
         present = tf.range(self.max_detections)[None, :] < count[:, None]
         classes = tf.where(present, det_classes + 1, 0)
         det_boxes = tf.where(present[..., None], det_boxes, 0.0)
-        mask_logits = self.mask_head(self._mask_features(pyramid, det_boxes), training=False)
-        masks = self._mask_probabilities(mask_logits, classes)
+        n = self.max_detections
+        if self.mask_slots == "used":
+            n = _used_slots(present)
+        mask_logits = self.mask_head(self._mask_features(pyramid, det_boxes[:, :n]), training=False)
+        masks = self._mask_probabilities(mask_logits, classes[:, :n])
+        if self.mask_slots == "used":  # empty slots get zeros below
+            masks = tf.pad(masks, [[0, 0], [0, self.max_detections - n], [0, 0], [0, 0]])
+            masks = tf.ensure_shape(masks, [None, self.max_detections, *mask_logits.shape[2:4]])
         return {
             "boxes": det_boxes,
             "scores": tf.where(present, det_scores, 0.0),
@@ -326,6 +354,19 @@ class MaskRCNN(keras.Model):
         if getattr(loss, "class_coupled", False):
             return loss.probabilities(mask_logits, classes)
         return tf.sigmoid(target_ops.select_class(mask_logits, classes))
+
+    def xla_blockers(self) -> list[str]:
+        """The config overrides an XLA-compiled training step needs and this model lacks.
+
+        ``crop_and_resize`` has no XLA kernel (use the ``gather`` RoIAlign) and XLA needs
+        static shapes (``mask_slots: all``); empty when the training step compiles.
+        """
+        fixes = [
+            f"model.{key}.backend=gather"
+            for key in ("box_roi_aligner", "mask_roi_aligner")
+            if getattr(getattr(self, key), "backend", None) == "crop_and_resize"
+        ]
+        return fixes + (["model.mask_slots=all"] if self.mask_slots != "all" else [])
 
     # ------------------------------------------------------------------------- losses
     def loss_terms(self, outputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -371,6 +412,7 @@ class MaskRCNN(keras.Model):
             nms_iou_threshold=self.nms_iou_threshold,
             max_detections=self.max_detections,
             nms_backend=self.nms_backend,
+            mask_slots=self.mask_slots,
         )
         return config
 

@@ -92,10 +92,14 @@ def box_outputs(head: Mapping[str, tf.Tensor], samples: Mapping[str, tf.Tensor])
     }
 
 
-def mask_outputs(mask_logits, samples, m: int, mask_boxes, gt_masks, loss=None) -> dict[str, tf.Tensor]:
+def mask_outputs(
+    mask_logits, samples, m: int | tf.Tensor, mask_boxes, gt_masks, loss=None
+) -> dict[str, tf.Tensor]:
     """Mask logits of the GT class for the first ``m`` sampled RoIs (the positives) and targets.
 
     Args:
+        m: the slots the mask head ran on (an int, or an int32 scalar when it runs only on the
+            slots up to the batch's largest number of positives).
         mask_logits: ``[B, m, M, M, K']``; samples: the RoI sampler's dict; mask_boxes
             ``[B, G, 4]`` the boxes the masks are cropped to; gt_masks ``[B, G, S, S]``;
             loss: the mask loss. When it is ``class_coupled`` (a softmax across classes), the
