@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 #: Normalizations a backbone or head may ask for by name.
 NORMS = ("frozen_bn", "bn", "sync_bn", "gn", "none")
@@ -49,9 +50,13 @@ class FrozenBatchNormalization(keras.layers.Layer):
             shape=channels, initializer="ones", trainable=False, name="moving_variance"
         )
 
-    def call(self, inputs, training=None):
+    def scale_offset(self):
+        """float32 ``(scale [C], offset [C])`` with ``y = x * scale + offset``."""
         scale = self.gamma * keras.ops.rsqrt(self.moving_variance + self.epsilon)
-        offset = self.beta - self.moving_mean * scale
+        return scale, self.beta - self.moving_mean * scale
+
+    def call(self, inputs, training=None):
+        scale, offset = self.scale_offset()
         return inputs * keras.ops.cast(scale, inputs.dtype) + keras.ops.cast(offset, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
@@ -120,6 +125,37 @@ class PaddedConv2D(keras.layers.Conv2D):
         return super().compute_output_shape(
             (b, None if h is None else h + 2 * py, None if w is None else w + 2 * px, c)
         )
+
+
+def conv_norm(conv: keras.layers.Layer, norm: keras.layers.Layer, x, training=None):
+    """``norm(conv(x))``, with a frozen batch norm folded into the convolution.
+
+    ``conv(x) * scale + offset == conv_W*scale(x) + offset``: one convolution with a bias, which
+    TensorFlow fuses (with a following ReLU) into one oneDNN / cuDNN call instead of three
+    passes over the feature map. The weights stay where they are (same variables, same
+    checkpoints); only the arithmetic is regrouped. Other norms and convs with a bias or
+    groups run as written.
+    """
+    if not (
+        isinstance(norm, FrozenBatchNormalization)
+        and isinstance(conv, PaddedConv2D)
+        and not conv.use_bias
+        and conv.groups == 1
+        and conv.built
+        and norm.built
+    ):
+        return norm(conv(x), training=training)
+    scale, offset = norm.scale_offset()
+    kernel = keras.ops.cast(conv.kernel * scale, x.dtype)
+    py, px = conv._pads()
+    y = tf.nn.conv2d(
+        x,
+        kernel,
+        strides=conv.strides,
+        padding=[[0, 0], [py, py], [px, px], [0, 0]] if (py or px) else "VALID",
+        dilations=conv.dilation_rate,
+    )
+    return tf.nn.bias_add(y, keras.ops.cast(offset, x.dtype))
 
 
 @keras.saving.register_keras_serializable(package="mrcnn_tf")

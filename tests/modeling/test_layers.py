@@ -1,4 +1,4 @@
-"""PaddedConv2D and FrozenBatchNormalization against NumPy references."""
+"""PaddedConv2D, FrozenBatchNormalization and their folded form against NumPy references."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numpy_ref import conv2d
 
-from mrcnn_tf.modeling.layers import FrozenBatchNormalization, PaddedConv2D, make_norm
+from mrcnn_tf.modeling.layers import FrozenBatchNormalization, PaddedConv2D, conv_norm, make_norm
 
 
 @pytest.mark.parametrize(
@@ -74,3 +74,61 @@ def test_make_norm(norm, trainable):
 def test_make_norm_rejects_unknown():
     with pytest.raises(ValueError, match="unknown norm 'batch'"):
         make_norm("batch", "n")
+
+
+def _frozen_bn(channels: int, rng) -> FrozenBatchNormalization:
+    norm = FrozenBatchNormalization()
+    norm.build((None, channels))
+    norm.set_weights(
+        [
+            rng.uniform(0.5, 2.0, channels),
+            rng.normal(size=channels),
+            rng.normal(size=channels),
+            rng.uniform(0.1, 3.0, channels),
+        ]
+    )  # gamma, beta, mean, variance
+    return norm
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 1), (3, 2), (1, 2), (7, 2)])
+def test_conv_with_folded_frozen_bn_matches_conv_then_bn_in_float64(kernel, stride):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = rng.normal(size=(2, 9, 8, 3)).astype("float32")
+    conv = PaddedConv2D(5, kernel, strides=stride, use_bias=False)
+    conv.build(x.shape)
+    norm = _frozen_bn(5, rng)
+    gamma, beta, mean, var = (np.asarray(w, np.float64) for w in norm.weights)
+    w = np.asarray(conv.kernel, np.float64)
+    scale = gamma / np.sqrt(var + 1e-5)
+    expected = (conv2d(x, w, stride=stride, pad=kernel // 2) - mean) * scale + beta
+    folded = tf.function(lambda v: conv_norm(conv, norm, v))
+    np.testing.assert_allclose(np.asarray(folded(x)), expected, rtol=1e-4, atol=1e-4)
+    # One conv with a bias: no multiply over the feature map is left in the graph.
+    graph = folded.get_concrete_function(tf.TensorSpec(x.shape)).graph
+    maps = [op for op in graph.get_operations() if op.type == "Mul" and op.outputs[0].shape == expected.shape]
+    assert not maps and any(op.type == "BiasAdd" for op in graph.get_operations())
+    # The kernel's gradient: d sum(r * y) / dW = scale * sum_{b,i,j} r * x_patch.
+    r = rng.normal(size=expected.shape).astype("float32")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(conv_norm(conv, norm, tf.constant(x)) * r)
+    grad = np.asarray(tape.gradient(loss, conv.kernel))
+    xp = np.pad(x.astype(np.float64), [(0, 0), (kernel // 2,) * 2, (kernel // 2,) * 2, (0, 0)])
+    oh, ow = expected.shape[1:3]
+    want = np.zeros_like(w)
+    for dy in range(kernel):
+        for dx in range(kernel):
+            patch = xp[:, dy : dy + stride * (oh - 1) + 1 : stride, dx : dx + stride * (ow - 1) + 1 : stride]
+            want[dy, dx] = np.tensordot(patch, r * scale, axes=([0, 1, 2], [0, 1, 2]))
+    np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-3)
+
+
+def test_conv_norm_runs_other_norms_as_written():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 6, 6, 4)).astype("float32")
+    conv = PaddedConv2D(4, 3, use_bias=False)
+    conv.build(x.shape)
+    norm = make_norm("gn", "gn", groups=2)
+    norm.build((1, 6, 6, 4))
+    np.testing.assert_allclose(np.asarray(conv_norm(conv, norm, x)), np.asarray(norm(conv(x))), atol=1e-6)

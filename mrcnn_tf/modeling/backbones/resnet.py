@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from mrcnn_tf.modeling.backbones.resnet_blocks import ResidualBlock
-from mrcnn_tf.modeling.layers import NORMS, PaddedConv2D, make_norm, strided_size
+from mrcnn_tf.modeling.layers import NORMS, PaddedConv2D, conv_norm, make_norm, strided_size
 from mrcnn_tf.registries import BACKBONES
 
 #: depth -> (bottleneck?, blocks per stage res2..res5)
@@ -129,7 +129,7 @@ class ResNet(keras.layers.Layer):
                 shape = block.compute_output_shape(shape)
 
     def call(self, inputs, training=None):
-        x = keras.ops.relu(self.stem_norm(self.stem_conv(inputs), training=training))
+        x = keras.ops.relu(conv_norm(self.stem_conv, self.stem_norm, inputs, training))
         # ReLU output is >= 0, so zero padding equals PyTorch's -inf padding for the max pool.
         x = self.stem_pool(keras.ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]]))
         outputs = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from mrcnn_tf.modeling.layers import PaddedConv2D, make_norm, strided_size
+from mrcnn_tf.modeling.layers import PaddedConv2D, conv_norm, make_norm, strided_size
 
 
 @keras.saving.register_keras_serializable(package="mrcnn_tf")
@@ -81,12 +81,12 @@ class ResidualBlock(keras.layers.Layer):
         x = inputs
         last = len(self.convs) - 1
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
-            x = norm(conv(x), training=training)
+            x = conv_norm(conv, norm, x, training)
             if i != last:
                 x = keras.ops.relu(x)
         shortcut = inputs
         if self.shortcut is not None:
-            shortcut = self.shortcut_norm(self.shortcut(inputs), training=training)
+            shortcut = conv_norm(self.shortcut, self.shortcut_norm, inputs, training)
         return keras.ops.relu(x + shortcut)
 
     def compute_output_shape(self, input_shape):
