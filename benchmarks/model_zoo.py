@@ -38,7 +38,9 @@ def measure(config: str, size: int, repeat: int, latency: bool) -> dict:
     keras.backend.clear_session()
     backbone = load_config(config)["model"]["backbone"]
     offline = ["model.backbone.weights=null"] if backbone.get("weights") == "imagenet" else []
-    cfg = load_config(config, offline)
+    # Static shapes (the mask head on all max_detections slots): the profiler counts what a
+    # busy image costs; with the default mask_slots: used, fewer detections cost less.
+    cfg = load_config(config, [*offline, "model.mask_slots=all"])
     model = mrcnn_tf.build_model(cfg)
     model.build()
     total = model.count_params()
