@@ -100,6 +100,10 @@ def test_fcn_mask_head_matches_conv_and_deconv_reference():
     h = numpy_ref.relu(deconv_reference(h, head.upsampler.kernel.numpy(), head.upsampler.bias.numpy()))
     logits = numpy_ref.conv2d(h, head.predictor.kernel.numpy(), head.predictor.bias.numpy())
     np.testing.assert_allclose(out[0], logits, atol=1e-5)
+    # Inference with the detected classes: only each RoI's class channel (class 0 reads class 1's).
+    picked = head(x, classes=np.array([[3, 0]], np.int32)).numpy()
+    assert picked.shape == (1, 2, 10, 10, 1)
+    np.testing.assert_allclose(picked[0, :, ..., 0], [logits[0, ..., 2], logits[1, ..., 0]], atol=1e-5)
 
 
 @pytest.mark.parametrize("cls", [FCNMaskHead, UpsampleMaskHead])

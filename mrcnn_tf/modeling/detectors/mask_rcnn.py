@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -335,7 +336,11 @@ class MaskRCNN(keras.Model):
         n = self.max_detections
         if self.mask_slots == "used":
             n = _used_slots(present)
-        mask_logits = self.mask_head(self._mask_features(pyramid, det_boxes[:, :n]), training=False)
+        mask_logits = self.mask_head(
+            self._mask_features(pyramid, det_boxes[:, :n]),
+            training=False,
+            **self._class_kwargs(classes[:, :n]),
+        )
         masks = self._mask_probabilities(mask_logits, classes[:, :n])
         if self.mask_slots == "used":  # empty slots get zeros below
             masks = tf.pad(masks, [[0, 0], [0, self.max_detections - n], [0, 0], [0, 0]])
@@ -347,6 +352,13 @@ class MaskRCNN(keras.Model):
             "num_detections": count,
             "masks": tf.where(present[..., None, None], masks, 0.0),
         }
+
+    def _class_kwargs(self, classes) -> dict:
+        """``{"classes": ...}`` when the mask head can compute only the detected class's channel
+        (its ``call`` takes ``classes``) and the mask loss reads that channel alone."""
+        if getattr(self.losses_by_name["mask"], "class_coupled", False):
+            return {}
+        return {"classes": classes} if "classes" in inspect.signature(self.mask_head.call).parameters else {}
 
     def _mask_probabilities(self, mask_logits, classes):
         """``[B, N, M, M]`` probabilities: the mask loss's own, else sigmoid of the class's channel."""

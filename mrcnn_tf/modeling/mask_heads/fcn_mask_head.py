@@ -30,9 +30,12 @@ class FCNMaskHead(keras.layers.Layer):
 
     Call:
         roi_features: ``[B, N, S, S, C]`` float32.
+        classes: optional ``[B, N]`` int32 in 1..K (inference): compute only each RoI's class
+            channel (a per-RoI dot product instead of the K-channel 1×1 conv).
 
     Returns:
-        ``[B, N, 2S, 2S, K or 1]`` float32 mask logits, box-relative (see ``ops.masks``).
+        ``[B, N, 2S, 2S, K or 1]`` float32 mask logits, box-relative (see ``ops.masks``);
+        ``[B, N, 2S, 2S, 1]`` when ``classes`` is given.
     """
 
     def __init__(
@@ -83,13 +86,24 @@ class FCNMaskHead(keras.layers.Layer):
         self.upsampler.build(shape if self.resize is None else up)
         self.predictor.build((*up[:-1], self.conv_dim))
 
-    def call(self, roi_features, training=None):
+    def call(self, roi_features, training=None, classes=None):
         ops = keras.ops
         shape = ops.shape(roi_features)
         x = self.tower(ops.reshape(roi_features, (-1, shape[2], shape[3], shape[4])), training=training)
         if self.resize is not None:
             x = self.resize(x)
-        x = self.predictor(self.upsampler(x))
+        x = self.upsampler(x)
+        if classes is None or self.class_agnostic:
+            x = self.predictor(x)
+        else:  # the predicted class's channel only: its 1x1 conv is a dot product per RoI
+            index = ops.clip(ops.reshape(ops.cast(classes, "int32"), (-1,)) - 1, 0, self.num_classes - 1)
+            kernel = ops.take(ops.transpose(self.predictor.kernel[0, 0]), index, axis=0)  # [B*N, C]
+            bias = ops.take(self.predictor.bias, index, axis=0)
+            x = (
+                ops.einsum("nhwc,nc->nhw", x, ops.cast(kernel, x.dtype))
+                + ops.cast(bias, x.dtype)[:, None, None]
+            )
+            x = x[..., None]
         out = ops.shape(x)
         return ops.reshape(x, (shape[0], shape[1], out[1], out[2], out[3]))
 
