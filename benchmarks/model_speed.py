@@ -22,9 +22,9 @@ first call includes all graph tracing and its peak resident memory is its own:
 With ``--peers``, each in-process inference case and each training case is also run with TF
 Model Garden's Mask R-CNN (``tf-models-official``, installed on first use into its own virtual
 environment under the cache folder; see ``peers/model_garden.py``), with its default 4conv+1fc
-box head (``mg_default_*``) and the paper's 2-fc head (``mg_2fc_*``), and the table shows
-ours/theirs. torchvision has no CPU build on every index and is
-not wired in.
+box head (``mg_default_*``) and the paper's 2-fc head (``mg_2fc_*``), and with torchvision's
+``maskrcnn_resnet50_fpn`` (``tv_*``, eager PyTorch, its own venv; skipped with a message when
+torch cannot be installed: CPU builds are not on every index), and the table shows ours/theirs.
 
 ``--gpu`` (a GPU must be visible to TensorFlow) runs every case in float32 and mixed precision
 (``--mixed``: float16 by default), each also compiled with XLA (``--xla``: ``jit_compile=True``
@@ -278,7 +278,13 @@ def largest_batch(args, size: int) -> dict:
     return best
 
 
-MODEL_GARDEN = Path(__file__).resolve().parent / "peers" / "model_garden.py"
+PEERS_DIR = Path(__file__).resolve().parent / "peers"
+#: name -> (script, pip packages, variants, required). A required peer that cannot be installed
+#: stops the run; an optional one (torchvision: CPU builds are not on every index) is skipped.
+PEERS = {
+    "mg": (PEERS_DIR / "model_garden.py", ["tf-models-official"], ("default", "2fc"), True),
+    "tv": (PEERS_DIR / "tv_maskrcnn.py", ["torch", "torchvision"], (None,), False),
+}
 
 
 def _print_row(name: str, r: dict, ratio: float | None = None) -> None:
@@ -294,34 +300,42 @@ def _print_row(name: str, r: dict, ratio: float | None = None) -> None:
     )
 
 
-def _peer_python(args) -> Path:
-    """The Python of Model Garden's own virtual environment, created on first use."""
+def _peer_python(name: str, given: str | None) -> Path | None:
+    """The Python of a peer's own virtual environment (made on first use), or None if skipped."""
     from mrcnn_tf.data.synthetic import default_cache_dir
 
-    if args.model_garden_python:
-        return Path(args.model_garden_python)
-    venv = default_cache_dir() / "peer-venvs" / "model-garden"
+    if given:
+        return Path(given)
+    _, packages, _, required = PEERS[name]
+    venv = default_cache_dir() / "peer-venvs" / packages[-1]
     python = venv / "bin" / "python"
     if not python.exists():
-        print(f"installing tf-models-official into {venv} (first run: several minutes, ~2 GB)", flush=True)
+        print(f"installing {' '.join(packages)} into {venv} (first run: minutes, GBs)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        install = subprocess.run([str(python), "-m", "pip", "install", "-q", "tf-models-official"])
+        install = subprocess.run([str(python), "-m", "pip", "install", "-q", *packages])
         if install.returncode != 0:
             python.unlink(missing_ok=True)
-            raise SystemExit(
-                "could not install tf-models-official (offline?); pass --model-garden-python PATH "
-                "to a Python that has it, or run without --peers"
-            )
+            flag = f"--{'model-garden' if name == 'mg' else 'torchvision'}-python"
+            message = f"could not install {' '.join(packages)} (offline, or no build for this machine)"
+            if required:
+                raise SystemExit(
+                    f"{message}; pass {flag} PATH to a Python that has it, or run without --peers"
+                )
+            print(f"{packages[-1]}: skipped ({message}; {flag} PATH names a Python that has it)")
+            return None
     return python
 
 
-def _peer_case(args, python: Path, case: str, variant: str) -> dict:
-    command = [str(python), str(MODEL_GARDEN), "--case", case, "--variant", variant]
-    command += ["--precision", args.precision, "--repeat", str(args.repeat)]
+def _peer_case(args, name: str, python: Path, case: str, variant: str | None) -> dict:
+    script = PEERS[name][0]
+    command = [str(python), str(script), "--case", case, "--precision", args.precision]
+    command += ["--repeat", str(args.repeat), *(["--variant", variant] if variant else [])]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"Model Garden {case} ({variant}) failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{script.name} {case} ({variant}) failed:\n{result.stderr[-4000:]}")
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    record["case"] = "_".join(filter(None, [name, variant, case.removeprefix("keras_")]))
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model-garden-python", help="a Python with tf-models-official (default: make a venv)"
     )
+    parser.add_argument(
+        "--torchvision-python", help="a Python with torch and torchvision (default: make a venv)"
+    )
     parser.add_argument("--run-case", help=argparse.SUPPRESS)
     parser.add_argument("--export-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -368,7 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'case':<34}{'first call':>12}{'median':>10}{'min':>9}{'max':>9}{'peak RSS':>11}{'ours/peer':>11}"
     )
-    peer_python = _peer_python(args) if args.peers else None
+    pythons = {}
+    if args.peers:
+        given = {"mg": args.model_garden_python, "tv": args.torchvision_python}
+        pythons = {name: _peer_python(name, given[name]) for name in PEERS}
+        pythons = {name: python for name, python in pythons.items() if python is not None}
     results = []
     for precision, xla in variants:
         run = argparse.Namespace(**{**vars(args), "precision": precision, "xla": xla})
@@ -389,18 +410,15 @@ def main(argv: list[str] | None = None) -> int:
             r.update(precision=precision, xla=xla)
             results.append(r)
             _print_row(case + tag, r)
-            if (
-                peer_python is None
-                or xla
-                or precision == "float16"
-                or case.startswith(("export_", "train_max_"))
-            ):
-                continue  # Model Garden's side is wired for float32 and bfloat16 without XLA
-            for variant in ("default", "2fc"):
-                peer = _peer_case(run, peer_python, case, variant)
-                peer["case"] = f"mg_{variant}_{case.removeprefix('keras_')}"
-                results.append(peer)
-                _print_row(peer["case"] + tag, peer, r["median_s"] / peer["median_s"])
+            if xla or precision == "float16" or case.startswith(("export_", "train_max_")):
+                continue  # the peers are wired for float32 and bfloat16 without XLA
+            for name, python in pythons.items():
+                if name == "tv" and precision != "float32" and case.startswith("train_"):
+                    continue  # torchvision's training case is float32 only
+                for variant in PEERS[name][2]:
+                    peer = _peer_case(run, name, python, case, variant)
+                    results.append(peer)
+                    _print_row(peer["case"] + tag, peer, r["median_s"] / peer["median_s"])
     if args.json:
         record = {
             "environment": environment,

@@ -50,3 +50,28 @@ def test_largest_batch_stops_at_the_cap_and_reraises_other_failures(monkeypatch)
     monkeypatch.setattr(module, "_child", _fake_child(module, fits=1, tried=[]))
     with pytest.raises(SystemExit, match="does not fit with batch 2"):
         module.largest_batch(argparse.Namespace(max_batch=64), 64)
+
+
+def test_a_peer_that_cannot_be_installed_is_skipped_or_stops_the_run(monkeypatch, tmp_path, capsys):
+    import subprocess
+
+    module = _driver()
+    monkeypatch.setenv("MRCNN_TF_CACHE", str(tmp_path))
+    commands = []
+
+    def offline(command, *args, **kwargs):
+        commands.append(command)
+        if "venv" in command:  # make the venv's python, as `python -m venv` would
+            python = Path(command[-1]) / "bin" / "python"
+            python.parent.mkdir(parents=True)
+            python.write_text("")
+        return subprocess.CompletedProcess(command, 0 if "venv" in command else 1)
+
+    monkeypatch.setattr(module.subprocess, "run", offline)
+    assert module._peer_python("tv", None) is None  # torchvision is optional
+    assert "torchvision: skipped" in capsys.readouterr().out
+    assert commands[-1][-2:] == ["torch", "torchvision"]
+    assert not (tmp_path / "peer-venvs" / "torchvision" / "bin" / "python").exists()  # retried next run
+    with pytest.raises(SystemExit, match=r"tf-models-official.*--model-garden-python"):
+        module._peer_python("mg", None)
+    assert module._peer_python("mg", "/opt/mg/bin/python") == Path("/opt/mg/bin/python")
