@@ -141,6 +141,7 @@ def test_readme_walkthrough_from_own_coco_data_to_predictions(tmp_path, monkeypa
     assert set(metrics) >= {"bbox", "segm"}
 
 
+@pytest.mark.slow  # default CI stays under ~12 min on 2 cores
 def test_finetune_example_starts_a_two_class_model_from_a_three_class_run(tmp_path, capsys):
     """examples/finetune.py: backbone and towers kept, the class-dependent predictors fresh."""
     import importlib.util
@@ -181,6 +182,7 @@ assert main(["export", config, "--weights", f"{work}/run", "--out", f"{work}/exp
 """
 
 
+@pytest.mark.slow  # default CI stays under ~12 min on 2 cores
 def test_plugin_package_installed_with_pip_is_found_by_entry_point_trained_and_exported(tmp_path):
     """The example plugin, pip-installed (no `imports:`), selected by name, trained, exported."""
     import os
@@ -213,6 +215,7 @@ def test_plugin_package_installed_with_pip_is_found_by_entry_point_trained_and_e
     assert out["detection_boxes"].shape[0] == 1
 
 
+@pytest.mark.slow  # default CI stays under ~12 min on 2 cores
 def test_ablation_script_trains_each_variant_once_and_prints_the_table(tmp_path, capsys):
     import importlib.util
     import json

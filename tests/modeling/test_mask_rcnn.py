@@ -91,6 +91,7 @@ def test_frozen_parts_are_not_trainable_and_do_not_change_in_fit():
     assert history.history["loss"][0] > 0.0
 
 
+@pytest.mark.slow  # default CI stays under ~12 min on 2 cores
 def test_gather_backend_training_step_compiles_with_xla():
     gather = [
         "model.box_roi_aligner.backend=gather",
