@@ -279,11 +279,16 @@ def largest_batch(args, size: int) -> dict:
 
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
-#: name -> (script, pip packages, variants, required). A required peer that cannot be installed
-#: stops the run; an optional one (torchvision: CPU builds are not on every index) is skipped.
+#: name -> (script, pip arguments, variants, required). A required peer that cannot be
+#: installed stops the run; an optional one (torchvision: builds differ per index) is skipped.
 PEERS = {
     "mg": (PEERS_DIR / "model_garden.py", ["tf-models-official"], ("default", "2fc"), True),
-    "tv": (PEERS_DIR / "tv_maskrcnn.py", ["torch", "torchvision"], (None,), False),
+    "tv": (
+        PEERS_DIR / "tv_maskrcnn.py",
+        ["--extra-index-url", "https://download.pytorch.org/whl/cpu", "torch", "torchvision"],
+        (None,),
+        False,
+    ),
 }
 
 
@@ -308,15 +313,16 @@ def _peer_python(name: str, given: str | None) -> Path | None:
         return Path(given)
     _, packages, _, required = PEERS[name]
     venv = default_cache_dir() / "peer-venvs" / packages[-1]
+    names = " ".join(a for a in packages if not a.startswith("-") and "://" not in a)
     python = venv / "bin" / "python"
     if not python.exists():
-        print(f"installing {' '.join(packages)} into {venv} (first run: minutes, GBs)", flush=True)
+        print(f"installing {names} into {venv} (first run: minutes, GBs)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         install = subprocess.run([str(python), "-m", "pip", "install", "-q", *packages])
         if install.returncode != 0:
             python.unlink(missing_ok=True)
             flag = f"--{'model-garden' if name == 'mg' else 'torchvision'}-python"
-            message = f"could not install {' '.join(packages)} (offline, or no build for this machine)"
+            message = f"could not install {names} (offline, or no build for this machine)"
             if required:
                 raise SystemExit(
                     f"{message}; pass {flag} PATH to a Python that has it, or run without --peers"
@@ -354,8 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument(
         "--peers",
-        action="store_true",
-        help="also run TF Model Garden's Mask R-CNN (own venv) per in-process and training case",
+        nargs="*",
+        choices=tuple(PEERS),
+        help="also run the peers (all, or those named: mg = TF Model Garden, tv = torchvision), "
+        "each in its own venv, per in-process and training case",
     )
     parser.add_argument(
         "--model-garden-python", help="a Python with tf-models-official (default: make a venv)"
@@ -386,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'case':<34}{'first call':>12}{'median':>10}{'min':>9}{'max':>9}{'peak RSS':>11}{'ours/peer':>11}"
     )
     pythons = {}
-    if args.peers:
+    if args.peers is not None:
         given = {"mg": args.model_garden_python, "tv": args.torchvision_python}
-        pythons = {name: _peer_python(name, given[name]) for name in PEERS}
+        pythons = {name: _peer_python(name, given[name]) for name in args.peers or PEERS}
         pythons = {name: python for name, python in pythons.items() if python is not None}
     results = []
     for precision, xla in variants:
