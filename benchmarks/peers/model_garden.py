@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import sys
 import time
+
+from peer_timing import measure  # next to this script (its folder is first on sys.path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -151,29 +151,10 @@ def main() -> int:
     else:
         raise SystemExit(f"unknown case {args.case}")
 
-    out = run()
-    first = time.perf_counter() - start
-    run()
-    times = []
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    print(
-        json.dumps(
-            {
-                "case": args.case,
-                "first_call_s": first,
-                "median_s": statistics.median(times),
-                "min_s": min(times),
-                "max_s": max(times),
-                "runs": len(times),
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-                **({"num_detections": int(np.sum(out["num_detections"]))} if kind == "keras" else {}),
-                "tensorflow": tf.__version__,
-            }
-        )
-    )
+    record, out = measure(args.case, start, run, args.repeat)
+    if kind == "keras":
+        record["num_detections"] = int(np.sum(out["num_detections"]))
+    print(json.dumps({**record, "tensorflow": tf.__version__}))
     return 0
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import sys
 import time
+
+from peer_timing import measure  # next to this script (its folder is first on sys.path)
 
 
 def build(size: int):
@@ -104,24 +104,8 @@ def main() -> int:
 
     else:
         raise SystemExit(f"unknown case {args.case}")
-    out = run()
-    first = time.perf_counter() - start
-    run()
-    times = []
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    record = {
-        "case": args.case,
-        "first_call_s": first,
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "max_s": max(times),
-        "runs": len(times),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "torch": torch.__version__,
-    }
+    record, out = measure(args.case, start, run, args.repeat)
+    record["torch"] = torch.__version__
     if kind == "keras":
         record["num_detections"] = int(out["boxes"].shape[0])
     print(json.dumps(record))
