@@ -5,8 +5,19 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from mrcnn_tf.ops.winograd import winograd_conv3x3
+
 #: Normalizations a backbone or head may ask for by name.
 NORMS = ("frozen_bn", "bn", "sync_bn", "gn", "none")
+#: How :func:`conv3x3` computes a 3×3 convolution (see there).
+CONV_ALGORITHMS = ("auto", "direct", "winograd")
+#: ``auto``'s Winograd rule, measured on CPU (``mrcnn_tf/ops/winograd.py``): F(4×4, 3×3) for maps
+#: of at least this many pixels per image (64×64) ...
+WINOGRAD_MIN_PIXELS = 4096
+#: ... F(2×2, 3×3) for batches of maps at least 14×14 with this many pixels in all (20 RoIs) ...
+WINOGRAD_MIN_BATCH_PIXELS = 3920
+#: ... and either only with at least this many input and output channels.
+WINOGRAD_MIN_CHANNELS = 256
 
 
 def strided_size(size: int | None, stride: int) -> int | None:
@@ -127,6 +138,93 @@ class PaddedConv2D(keras.layers.Conv2D):
         )
 
 
+def check_conv_algorithm(algorithm: str) -> str:
+    """``algorithm`` if it is one of :data:`CONV_ALGORITHMS`, else a ValueError naming them."""
+    if algorithm not in CONV_ALGORITHMS:
+        raise ValueError(f"unknown conv_algorithm '{algorithm}'; choose one of {', '.join(CONV_ALGORITHMS)}")
+    return algorithm
+
+
+def _winograd_applies(conv: keras.layers.Conv2D) -> bool:
+    """Whether ``conv`` is a 3×3, stride-1, undilated, ungrouped conv with one-pixel padding."""
+    same = conv.padding == "same" or isinstance(conv, PaddedConv2D)
+    return (
+        same
+        and tuple(conv.kernel_size) == (3, 3)
+        and tuple(conv.strides) == (1, 1)
+        and tuple(conv.dilation_rate) == (1, 1)
+        and conv.groups == 1
+        and conv.built
+    )
+
+
+def winograd_tile(batch, height, width):
+    """``auto``'s choice for a ``[batch, height, width, 256+]`` map: 4, 2 or 0 (direct conv).
+
+    Python ints give an int; tensors (dynamic sizes) give an int32 tensor, decided per call.
+    """
+    four = height * width >= WINOGRAD_MIN_PIXELS
+    two = (height >= 14) & (width >= 14) & (batch * height * width >= WINOGRAD_MIN_BATCH_PIXELS)
+    if all(isinstance(v, int) for v in (batch, height, width)):
+        return 4 if four else 2 if two else 0
+    return tf.where(four, 4, tf.where(two, 2, 0))
+
+
+def conv3x3(conv: keras.layers.Conv2D, x, algorithm: str = "auto", training=None):
+    """``conv(x)`` for a 3×3 "same" conv, by Winograd where that is faster.
+
+    ``algorithm``: ``direct`` always calls ``conv``; ``winograd`` computes every eligible conv
+    (3×3, stride 1, no dilation or groups, one pixel of zero padding) with
+    :func:`mrcnn_tf.ops.winograd.winograd_conv3x3` (F(4×4, 3×3)) on the same weights; ``auto``
+    does so only where it measured faster: inference (not ``training``), float32 compute, no
+    GPU (cuDNN has its own Winograd), at least 256 input and output channels, and the map
+    size rule of :func:`winograd_tile` (F(4×4) from 64×64 pixels per image, F(2×2) for 20+
+    RoIs of 14×14; decided in the graph when sizes are dynamic). Same variables and
+    checkpoints either way; outputs move by about 1e-5 of their magnitude with F(4×4) and
+    less than ``tf.nn.conv2d``'s own rounding with F(2×2).
+
+    Args:
+        conv: a built ``keras.layers.Conv2D`` (``padding="same"``) or :class:`PaddedConv2D`.
+        x: ``[B, H, W, C]`` input.
+        algorithm: one of :data:`CONV_ALGORITHMS`.
+        training: the caller's training flag (``auto`` keeps training on ``conv``).
+
+    Returns:
+        ``[B, H, W, filters]``, ``conv``'s bias and activation applied.
+    """
+    if algorithm == "direct" or not _winograd_applies(conv):
+        return conv(x)
+    if algorithm == "winograd":
+        return _winograd(conv, x, 4)
+    channels = x.shape[-1]
+    if (
+        training
+        or x.dtype != tf.float32
+        or conv.compute_dtype != "float32"
+        or tf.config.list_logical_devices("GPU")
+        or channels is None
+        or min(channels, conv.filters) < WINOGRAD_MIN_CHANNELS
+    ):
+        return conv(x)
+    static = [x.shape[i] for i in range(3)]
+    if all(v is not None for v in static):
+        tile = winograd_tile(*static)
+        return _winograd(conv, x, tile) if tile else conv(x)
+    shape = tf.shape(x)
+    tile = winograd_tile(shape[0], shape[1], shape[2])
+    return tf.switch_case(
+        tile // 2,  # 0, 1, 2 for direct, F(2×2), F(4×4)
+        [lambda: conv(x), lambda: _winograd(conv, x, 2), lambda: _winograd(conv, x, 4)],
+    )
+
+
+def _winograd(conv: keras.layers.Conv2D, x, tile: int):
+    y = winograd_conv3x3(x, keras.ops.cast(conv.kernel, x.dtype), tile)
+    if conv.use_bias:
+        y = tf.nn.bias_add(y, keras.ops.cast(conv.bias, x.dtype))
+    return conv.activation(y) if conv.activation is not None else y
+
+
 def conv_norm(conv: keras.layers.Layer, norm: keras.layers.Layer, x, training=None):
     """``norm(conv(x))``, with a frozen batch norm folded into the convolution.
 
@@ -168,12 +266,17 @@ class ConvTower(keras.layers.Layer):
         num_convs: number of convs (0 is the identity).
         filters: channels of every conv.
         norm: see :func:`make_norm` (``none`` by default).
+        conv_algorithm: see :func:`conv3x3`; ``auto`` picks Winograd F(2×2, 3×3) for float32
+            CPU inference on 20+ RoIs of 14×14 (the mask head), direct convs for 7×7.
 
     Input ``[B, H, W, C]`` float; output ``[B, H, W, filters]`` (the input when num_convs is 0).
     """
 
-    def __init__(self, num_convs: int, filters: int, norm: str = "none", **kwargs):
+    def __init__(
+        self, num_convs: int, filters: int, norm: str = "none", conv_algorithm: str = "auto", **kwargs
+    ):
         super().__init__(**kwargs)
+        self.conv_algorithm = check_conv_algorithm(conv_algorithm)
         self.num_convs = int(num_convs)
         self.filters = int(filters)
         self.norm = norm
@@ -200,7 +303,7 @@ class ConvTower(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = inputs
         for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = keras.ops.relu(norm(conv(x), training=training))
+            x = keras.ops.relu(norm(conv3x3(conv, x, self.conv_algorithm, training), training=training))
         return x
 
     def compute_output_shape(self, input_shape):
@@ -208,5 +311,7 @@ class ConvTower(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_convs=self.num_convs, filters=self.filters, norm=self.norm)
+        config.update(
+            num_convs=self.num_convs, filters=self.filters, norm=self.norm, conv_algorithm=self.conv_algorithm
+        )
         return config

@@ -5,9 +5,18 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from numpy_ref import conv2d
+import tensorflow as tf
+from numpy_ref import conv2d, relu
 
-from mrcnn_tf.modeling.layers import FrozenBatchNormalization, PaddedConv2D, conv_norm, make_norm
+from mrcnn_tf.modeling.layers import (
+    FrozenBatchNormalization,
+    PaddedConv2D,
+    check_conv_algorithm,
+    conv3x3,
+    conv_norm,
+    make_norm,
+    winograd_tile,
+)
 
 
 @pytest.mark.parametrize(
@@ -132,3 +141,79 @@ def test_conv_norm_runs_other_norms_as_written():
     norm = make_norm("gn", "gn", groups=2)
     norm.build((1, 6, 6, 4))
     np.testing.assert_allclose(np.asarray(conv_norm(conv, norm, x)), np.asarray(norm(conv(x))), atol=1e-6)
+
+
+def _ops(fn, *specs) -> set[str]:
+    """Op types in the graph of ``fn`` traced for ``specs``."""
+    graph = tf.function(fn).get_concrete_function(*specs).graph
+    ops = {op.type for op in graph.get_operations()}
+    for f in graph.as_graph_def().library.function:  # tf.switch_case branches
+        ops |= {node.op for node in f.node_def}
+    return ops
+
+
+def _conv3x3(channels, filters, **kwargs):
+    conv = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", **kwargs)
+    conv.build((None, None, None, channels))
+    return conv
+
+
+@pytest.mark.parametrize(
+    ("batch", "size", "tile"),
+    [(1, 64, 4), (2, 160, 4), (1, 63, 2), (1, 40, 0), (20, 14, 2), (19, 14, 0), (1000, 7, 0)],
+)
+def test_winograd_tile_rule_static_and_in_the_graph(batch, size, tile):
+    assert winograd_tile(batch, size, size) == tile
+    dynamic = winograd_tile(tf.constant(batch), tf.constant(size), tf.constant(size))
+    assert int(dynamic) == tile
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "winograd"])
+def test_conv3x3_winograd_matches_the_float64_conv_with_bias_and_relu(algorithm):
+    conv = _conv3x3(256, 256, bias_initializer="random_normal")
+    x = np.random.default_rng(0).standard_normal((1, 64, 64, 256)).astype(np.float32)
+    assert "Conv2D" not in _ops(lambda t: conv3x3(conv, t, algorithm), tf.TensorSpec(x.shape))
+    expected = relu(conv2d(x, conv.kernel.numpy(), conv.bias.numpy(), pad=1))
+    out = conv3x3(conv, tf.constant(x), algorithm).numpy()
+    np.testing.assert_allclose(out, expected, atol=5e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize(
+    ("shape", "channels", "kwargs"),
+    [
+        ((1, 64, 64, 256), 256, {"algorithm": "direct"}),
+        ((1, 64, 64, 256), 256, {"training": True}),
+        ((1, 40, 40, 256), 256, {}),  # small map
+        ((1, 64, 64, 128), 128, {}),  # few channels
+        ((8, 14, 14, 256), 256, {}),  # few RoIs
+    ],
+)
+def test_conv3x3_auto_keeps_the_direct_conv_where_winograd_does_not_pay(shape, channels, kwargs):
+    conv = _conv3x3(channels, channels)
+    ops = _ops(lambda t: conv3x3(conv, t, **kwargs), tf.TensorSpec(shape))
+    assert "Conv2D" in ops and "MatMul" not in ops and "BatchMatMulV2" not in ops
+
+
+def test_conv3x3_auto_keeps_bfloat16_and_strided_convs_direct():
+    conv = _conv3x3(256, 256, dtype="mixed_bfloat16")
+    ops = _ops(lambda t: conv3x3(conv, t), tf.TensorSpec((1, 64, 64, 256), tf.bfloat16))
+    assert "MatMul" not in ops
+    strided = keras.layers.Conv2D(256, 3, strides=2, padding="same")
+    strided.build((None, None, None, 256))
+    assert "MatMul" not in _ops(lambda t: conv3x3(strided, t, "winograd"), tf.TensorSpec((1, 64, 64, 256)))
+
+
+def test_conv3x3_auto_with_dynamic_sizes_chooses_per_call():
+    conv = _conv3x3(256, 256)
+    fn = tf.function(lambda t: conv3x3(conv, t), input_signature=[tf.TensorSpec([None, None, None, 256])])
+    rng = np.random.default_rng(1)
+    for shape in [(1, 64, 65, 256), (2, 9, 11, 256), (24, 14, 14, 256)]:  # F(4×4), direct, F(2×2)
+        x = rng.standard_normal(shape).astype(np.float32)
+        expected = relu(conv2d(x, conv.kernel.numpy(), pad=1))
+        np.testing.assert_allclose(fn(x).numpy(), expected, atol=5e-5 * np.abs(expected).max())
+
+
+def test_conv_algorithm_is_checked_by_name():
+    message = "unknown conv_algorithm 'fast'; choose one of auto, direct, winograd"
+    with pytest.raises(ValueError, match=message):
+        check_conv_algorithm("fast")

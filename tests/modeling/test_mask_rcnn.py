@@ -110,6 +110,9 @@ def test_gather_backend_training_step_compiles_with_xla():
     assert np.isfinite(float(total)) and float(grad_norm) > 0.0
 
 
+GATHER = ["model.box_roi_aligner.backend=gather", "model.mask_roi_aligner.backend=gather"]
+
+
 def _twins(*overrides):
     """The same detector (same weights) with ``mask_slots: used`` and ``mask_slots: all``."""
     used = build("mask_rcnn_r18_fpn_synthetic.yaml", "model.mask_slots=used", *overrides)
@@ -121,7 +124,9 @@ def _twins(*overrides):
 
 
 def test_mask_head_on_used_slots_gives_the_losses_and_gradients_of_all_slots():
-    used, full = _twins("model.roi_sampler.num_samples=64")  # 16 positive slots per image
+    # gather RoIAlign: TensorFlow's CPU crop_and_resize image gradient races between threads
+    # (tests/ops/test_roi_align.py), which made this comparison flaky through the FPN/backbone
+    used, full = _twins("model.roi_sampler.num_samples=64", *GATHER)  # 16 positive slots per image
     x = dict(batch(), sample_seed=np.array([[1, 2], [3, 4]], np.int32))
     out = used(x, training=True)
     positives = out["box_positive"].numpy().sum(axis=1)  # from the sampler, over all 64 slots
@@ -131,19 +136,9 @@ def test_mask_head_on_used_slots_gives_the_losses_and_gradients_of_all_slots():
     assert full(x, training=True)["mask_logits"].shape[1] == 16
     for name in terms_f:
         np.testing.assert_allclose(terms_u[name].numpy(), terms_f[name].numpy(), rtol=1e-5, err_msg=name)
-    backbone = {id(v) for v in used.backbone.trainable_variables}
     for w, gu, gf in zip(used.trainable_variables, grads_u, grads_f, strict=True):
-        gu, gf = gu.numpy(), gf.numpy()
-        if id(w) in backbone:
-            # The random-init ResNet's CPU backward is itself not reproducible: the same model on
-            # the same batch twice gave stem gradients 1-2 % apart (L2) now and then. The mask
-            # path into the features is checked exactly through the FPN and head weights below.
-            assert np.linalg.norm(gu - gf) <= 0.1 * np.linalg.norm(gf), w.path
-            continue
-        scale = float(np.abs(gf).max())
-        np.testing.assert_allclose(gu, gf, rtol=1e-3, atol=1e-4 * scale, err_msg=w.path)
-    fpn = [g for w, g in zip(used.trainable_variables, grads_u, strict=True) if "/fpn/" in w.path]
-    assert fpn and all(float(np.abs(g.numpy()).max()) > 0 for g in fpn)
+        scale = float(np.abs(gf.numpy()).max())
+        np.testing.assert_allclose(gu.numpy(), gf.numpy(), rtol=1e-3, atol=1e-4 * scale, err_msg=w.path)
 
 
 def test_mask_head_on_used_slots_gives_the_masks_of_all_slots():
@@ -325,3 +320,23 @@ def test_r50_fpn_has_torchvisions_published_parameter_count():
     bn = ("gamma", "beta", "moving_mean", "moving_variance")
     ours = sum(int(np.prod(v.shape)) for v in model.weights if v.path.rsplit("/", 1)[-1] not in bn)
     assert ours + 4 * 1025 + 257 == 44_401_393
+
+
+def test_winograd_convs_give_the_detections_of_direct_convs():
+    parts = ("neck", "rpn_head", "mask_head")
+    direct = build("mask_rcnn_r18_fpn_synthetic.yaml", *[f"model.{p}.conv_algorithm=direct" for p in parts])
+    winograd = build(
+        "mask_rcnn_r18_fpn_synthetic.yaml", *[f"model.{p}.conv_algorithm=winograd" for p in parts]
+    )
+    direct.build()
+    winograd.build()
+    winograd.set_weights(direct.get_weights())
+    images = batch(size=128)["images"]
+    a, b = direct({"images": images}), winograd({"images": images})
+    np.testing.assert_array_equal(a["classes"].numpy(), b["classes"].numpy())
+    np.testing.assert_allclose(a["scores"].numpy(), b["scores"].numpy(), atol=1e-4)
+    np.testing.assert_allclose(a["boxes"].numpy(), b["boxes"].numpy(), atol=1e-2)  # pixels of 128
+    np.testing.assert_allclose(a["masks"].numpy(), b["masks"].numpy(), atol=1e-4)
+    assert not np.array_equal(a["masks"].numpy(), b["masks"].numpy())  # other arithmetic ran
+    with pytest.raises(ValueError, match="unknown conv_algorithm 'fast'"):
+        build("mask_rcnn_r18_fpn_synthetic.yaml", "model.neck.conv_algorithm=fast")

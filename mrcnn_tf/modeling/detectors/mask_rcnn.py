@@ -263,9 +263,9 @@ class MaskRCNN(keras.Model):
             image_size = tf.tile(tf.cast(shape[1:3], tf.float32)[None], [shape[0], 1])
         else:  # padding is 0 after normalisation (the mean colour), as in Detectron2
             x = x * _inside_mask(tf.cast(image_size, tf.float32), shape)
-        pyramid = self.neck(self.backbone(x, training=training))
+        pyramid = self.neck(self.backbone(x, training=training), training=training)
         anchors = self.anchor_generator(pyramid)
-        objectness, deltas = self.rpn_head({k: pyramid[k] for k in anchors})
+        objectness, deltas = self.rpn_head({k: pyramid[k] for k in anchors}, training=training)
         proposals = self.proposal_generator(
             objectness, deltas, anchors, tf.cast(image_size, tf.float32), training=training
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from mrcnn_tf.modeling.layers import PaddedConv2D, strided_size, xavier_fill
+from mrcnn_tf.modeling.layers import PaddedConv2D, check_conv_algorithm, conv3x3, strided_size, xavier_fill
 from mrcnn_tf.registries import NECKS
 
 
@@ -21,6 +21,9 @@ class FPN(keras.layers.Layer):
         min_level: lowest input/output level (2 means C2/P2 at stride 4).
         max_level: highest output level; levels above the highest input level (5) are made
             by stride-2 subsampling of the level below (P6).
+        conv_algorithm: how the 3×3 output convs compute (``auto``, ``direct``, ``winograd``;
+            see :func:`mrcnn_tf.modeling.layers.conv3x3`). ``auto`` uses Winograd F(4×4, 3×3)
+            for float32 CPU inference on levels of at least 64×64 (P2/P3 of a 640×640 image).
 
     Call:
         inputs: ``{"C2": [B, H/4, W/4, c2], ..., "C5": [B, H/32, W/32, c5]}`` float, where
@@ -31,8 +34,16 @@ class FPN(keras.layers.Layer):
         ``{"P2": [B, H/4, W/4, num_channels], ..., "P6": [B, H/64, W/64, num_channels]}``.
     """
 
-    def __init__(self, num_channels: int = 256, min_level: int = 2, max_level: int = 6, **kwargs):
+    def __init__(
+        self,
+        num_channels: int = 256,
+        min_level: int = 2,
+        max_level: int = 6,
+        conv_algorithm: str = "auto",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        self.conv_algorithm = check_conv_algorithm(conv_algorithm)
         if not 2 <= min_level <= 5 or max_level < 5:
             raise ValueError(f"FPN needs 2 <= min_level <= 5 <= max_level, got {min_level}..{max_level}")
         self.num_channels = num_channels
@@ -75,7 +86,7 @@ class FPN(keras.layers.Layer):
             self.laterals[f"C{k}"].build(shape)
             self.outputs[f"C{k}"].build((*shape[:-1], self.num_channels))
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         self._check_inputs(inputs)
         results = {}
         top_down = None
@@ -86,7 +97,7 @@ class FPN(keras.layers.Layer):
                 shape = keras.ops.shape(lateral)
                 lateral = lateral + up[:, : shape[1], : shape[2], :]
             top_down = lateral
-            results[f"P{k}"] = self.outputs[f"C{k}"](lateral)
+            results[f"P{k}"] = conv3x3(self.outputs[f"C{k}"], lateral, self.conv_algorithm, training)
         for k in range(6, self.max_level + 1):
             results[f"P{k}"] = results[f"P{k - 1}"][:, ::2, ::2, :]
         return {f"P{k}": results[f"P{k}"] for k in range(self.min_level, self.max_level + 1)}
@@ -101,5 +112,10 @@ class FPN(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_channels=self.num_channels, min_level=self.min_level, max_level=self.max_level)
+        config.update(
+            num_channels=self.num_channels,
+            min_level=self.min_level,
+            max_level=self.max_level,
+            conv_algorithm=self.conv_algorithm,
+        )
         return config
