@@ -158,16 +158,13 @@ def _winograd_applies(conv: keras.layers.Conv2D) -> bool:
     )
 
 
-def winograd_tile(batch, height, width):
-    """``auto``'s choice for a ``[batch, height, width, 256+]`` map: 4, 2 or 0 (direct conv).
-
-    Python ints give an int; tensors (dynamic sizes) give an int32 tensor, decided per call.
-    """
-    four = height * width >= WINOGRAD_MIN_PIXELS
-    two = (height >= 14) & (width >= 14) & (batch * height * width >= WINOGRAD_MIN_BATCH_PIXELS)
-    if all(isinstance(v, int) for v in (batch, height, width)):
-        return 4 if four else 2 if two else 0
-    return tf.where(four, 4, tf.where(two, 2, 0))
+def winograd_tile(batch: int, height: int, width: int) -> int:
+    """``auto``'s choice for a ``[batch, height, width, 256+]`` map: 4, 2 or 0 (direct conv)."""
+    if height * width >= WINOGRAD_MIN_PIXELS:
+        return 4
+    if min(height, width) >= 14 and batch * height * width >= WINOGRAD_MIN_BATCH_PIXELS:
+        return 2
+    return 0
 
 
 def conv3x3(conv: keras.layers.Conv2D, x, algorithm: str = "auto", training=None):
@@ -179,7 +176,7 @@ def conv3x3(conv: keras.layers.Conv2D, x, algorithm: str = "auto", training=None
     does so only where it measured faster: inference (not ``training``), float32 compute, no
     GPU (cuDNN has its own Winograd), at least 256 input and output channels, and the map
     size rule of :func:`winograd_tile` (F(4×4) from 64×64 pixels per image, F(2×2) for 20+
-    RoIs of 14×14; decided in the graph when sizes are dynamic). Same variables and
+    RoIs of 14×14; a size unknown when tracing counts as large). Same variables and
     checkpoints either way; outputs move by about 1e-5 of their magnitude with F(4×4) and
     less than ``tf.nn.conv2d``'s own rounding with F(2×2).
 
@@ -206,16 +203,11 @@ def conv3x3(conv: keras.layers.Conv2D, x, algorithm: str = "auto", training=None
         or min(channels, conv.filters) < WINOGRAD_MIN_CHANNELS
     ):
         return conv(x)
-    static = [x.shape[i] for i in range(3)]
-    if all(v is not None for v in static):
-        tile = winograd_tile(*static)
-        return _winograd(conv, x, tile) if tile else conv(x)
-    shape = tf.shape(x)
-    tile = winograd_tile(shape[0], shape[1], shape[2])
-    return tf.switch_case(
-        tile // 2,  # 0, 1, 2 for direct, F(2×2), F(4×4)
-        [lambda: conv(x), lambda: _winograd(conv, x, 2), lambda: _winograd(conv, x, 4)],
-    )
+    # Unknown sizes (a SavedModel's any-size signature, RoI counts) count as large: a per-call
+    # tf.switch_case between three convolutions doubled the export's first call and memory.
+    batch, height, width = (WINOGRAD_MIN_PIXELS if v is None else v for v in x.shape[:3])
+    tile = winograd_tile(batch, height, width)
+    return _winograd(conv, x, tile) if tile else conv(x)
 
 
 def _winograd(conv: keras.layers.Conv2D, x, tile: int):
