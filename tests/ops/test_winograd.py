@@ -7,6 +7,7 @@ import numpy_ref
 import pytest
 import tensorflow as tf
 
+from mrcnn_tf.ops import winograd
 from mrcnn_tf.ops.winograd import winograd_conv3x3
 
 #: Worst error over the output's largest magnitude, float32 inputs (module docstring: 7e-7 for
@@ -75,3 +76,16 @@ def test_rejects_other_tile_sizes():
     x, kernel = _data((1, 4, 4, 2), 2)
     with pytest.raises(ValueError, match="tile sizes \\[2, 4\\], got 3"):
         winograd_conv3x3(tf.constant(x), tf.constant(kernel), 3)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("shape", [(1, 13, 9, 8), (2, 16, 6, 8), (1, 5, 30, 8)])
+def test_large_static_maps_go_in_bands_of_tile_rows_with_the_same_result(m, shape, monkeypatch):
+    monkeypatch.setattr(winograd, "MAX_TILES", 5)  # bands of one to a few tile rows
+    x, kernel = _data(shape, 6, seed=7)
+    fn = tf.function(lambda a, b: winograd_conv3x3(a, b, m))
+    graph = fn.get_concrete_function(tf.TensorSpec(shape), tf.TensorSpec(kernel.shape)).graph
+    products = sum(op.type in ("MatMul", "BatchMatMulV2") for op in graph.get_operations())
+    assert products >= 2 * (m + 2) ** 2 if m == 2 else products >= 2  # two bands or more
+    expected = numpy_ref.conv2d(x, kernel, pad=1)
+    np.testing.assert_allclose(fn(x, kernel).numpy(), expected, atol=TOLERANCE[m] * np.abs(expected).max())
