@@ -41,11 +41,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -72,8 +71,13 @@ XLA_OVERRIDES = [
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _peer_timing():
+    """``peers/peer_timing.py`` (the record format shared with the peer scripts)."""
+    path = Path(__file__).resolve().parent / "peers" / "peer_timing.py"
+    spec = importlib.util.spec_from_file_location("peer_timing", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _overrides(args, size: int) -> list[str]:
@@ -200,15 +204,7 @@ def run_case(args, case: str) -> dict:
     _wait(out)
     first = time.perf_counter() - start
     times = _time_calls(fn, args.repeat)
-    result = {
-        "case": case,
-        "first_call_s": first,
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "max_s": max(times),
-        "runs": len(times),
-        "peak_rss_mb": _peak_mb(),
-    }
+    result = _peer_timing().timing_record(case, first, times)
     if tf.config.list_logical_devices("GPU"):
         result["peak_gpu_mb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     if kind in ("export", "keras"):

@@ -15,13 +15,12 @@ objects per image, like ours.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 
-from peer_timing import measure  # next to this script (its folder is first on sys.path)
+from peer_timing import measure, peer_arguments  # next to this script (its folder is first on sys.path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -112,17 +111,12 @@ def tf_keras_policy_is_bf16() -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--case", required=True, help="keras_<S> (inference) or train_<S>_b<B>")
-    parser.add_argument("--variant", choices=("default", "2fc"), default="2fc")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    args, kind, size, batch = peer_arguments(
+        lambda parser: parser.add_argument("--variant", choices=("default", "2fc"), default="2fc")
+    )
     import numpy as np
     import tensorflow as tf
 
-    parts = args.case.split("_")
-    kind, size = parts[0], int(parts[1])
     start = time.perf_counter()
     tf.random.set_seed(0)
     if kind == "keras":
@@ -142,7 +136,7 @@ def main() -> int:
         task = task_factory.get_task(cfg.task)
         model = task.build_model()
         optimizer = tf_keras.optimizers.SGD(0.01, momentum=0.9)
-        inputs = training_batch(cfg, int(parts[2][1:]))
+        inputs = training_batch(cfg, batch)
         step = tf.function(lambda: task.train_step(inputs, model, optimizer))
 
         def run():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import resource
 import statistics
 import time
@@ -20,7 +21,13 @@ def measure(case: str, start: float, run, repeat: int) -> tuple[dict, object]:
         t0 = time.perf_counter()
         run()
         times.append(time.perf_counter() - t0)
-    record = {
+    return timing_record(case, first, times), out
+
+
+def timing_record(case: str, first: float, times: list[float]) -> dict:
+    """The JSON record of one case (``model_speed.py``'s and the peers'): seconds, and this
+    process's peak resident memory in MB."""
+    return {
         "case": case,
         "first_call_s": first,
         "median_s": statistics.median(times),
@@ -29,4 +36,18 @@ def measure(case: str, start: float, run, repeat: int) -> tuple[dict, object]:
         "runs": len(times),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
-    return record, out
+
+
+def peer_arguments(extra=None) -> tuple[argparse.Namespace, str, int, int]:
+    """The peer scripts' command line: ``--case``, ``--precision``, ``--repeat`` (plus what
+    ``extra(parser)`` adds). Returns the arguments, the case's kind (``keras``, ``train``), its
+    image size and its batch (``_b<B>``, else 1)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--case", required=True, help="keras_<S> (inference) or train_<S>_b<B>")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--repeat", type=int, default=5)
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args()
+    parts = args.case.split("_")
+    return args, parts[0], int(parts[1]), int(parts[2][1:]) if len(parts) > 2 else 1

@@ -18,12 +18,11 @@ The file is not named ``torchvision.py``: run as a script, its folder comes firs
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
-from peer_timing import measure  # next to this script (its folder is first on sys.path)
+from peer_timing import measure, peer_arguments  # next to this script (its folder is first on sys.path)
 
 
 def build(size: int):
@@ -61,15 +60,9 @@ def targets(size: int, batch: int, num_objects: int = 8) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--case", required=True, help="keras_<S> (inference) or train_<S>_b<B>")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    args, kind, size, batch = peer_arguments()
     import torch
 
-    parts = args.case.split("_")
-    kind, size = parts[0], int(parts[1])
     start = time.perf_counter()
     torch.manual_seed(0)
     model = build(size)
@@ -88,7 +81,6 @@ def main() -> int:
     elif kind == "train":
         if args.precision != "float32":
             raise SystemExit("torchvision training is wired for float32 only")
-        batch = int(parts[2][1:])
         model.train()
         images = [torch.rand(3, size, size, generator=generator) for _ in range(batch)]
         labels = targets(size, batch)
