@@ -109,11 +109,12 @@ def winograd_conv3x3(x: tf.Tensor, kernel: tf.Tensor, m: int = 4) -> tf.Tensor:
     if m not in TRANSFORMS:
         raise ValueError(f"winograd_conv3x3 supports tile sizes {sorted(TRANSFORMS)}, got {m}")
     batch, height, width = x.shape[0], x.shape[1], x.shape[2]
+    u = transform_kernel(kernel, m)  # once, shared by the bands
     if None in (batch, height, width):  # one pass (a tf.while_loop over bands of unknown
-        return _tiles_to_output(x, kernel, m, None)  # count measured 7 % slower at 640)
+        return _tiles_to_output(x, u, m, None)  # count measured 7 % slower at 640)
     tiles_y, tiles_x = -(-height // m), -(-width // m)
     if batch * tiles_y * tiles_x <= MAX_TILES:
-        return _tiles_to_output(x, kernel, m, None)
+        return _tiles_to_output(x, u, m, None)
     # A large map of static size: bands of tile rows one after the other, so that only one
     # band's transformed tiles are alive (R50-FPN P2 at 1024×1024: 4096 tiles, ~450 MB).
     rows = max(1, MAX_TILES // (batch * tiles_x))
@@ -121,12 +122,13 @@ def winograd_conv3x3(x: tf.Tensor, kernel: tf.Tensor, m: int = 4) -> tf.Tensor:
     for start in range(0, tiles_y, rows):
         stop = min(tiles_y, start + rows)
         with tf.control_dependencies(bands[-1:]):
-            bands.append(_tiles_to_output(x, kernel, m, (start * m, min(height, stop * m))))
+            bands.append(_tiles_to_output(x, u, m, (start * m, min(height, stop * m))))
     return tf.concat(bands, axis=1)
 
 
-def _tiles_to_output(x: tf.Tensor, kernel: tf.Tensor, m: int, rows: tuple[int, int] | None) -> tf.Tensor:
-    """Output rows ``rows[0]:rows[1]`` (all when None) of the convolution, in one pass."""
+def _tiles_to_output(x: tf.Tensor, u: tf.Tensor, m: int, rows: tuple[int, int] | None) -> tf.Tensor:
+    """Output rows ``rows[0]:rows[1]`` (all when None) of the convolution with the transformed
+    kernel ``u`` (:func:`transform_kernel`), in one pass."""
     shape = tf.shape(x)
     height, width = shape[1], shape[2]
     first, last = (0, height) if rows is None else rows
@@ -141,10 +143,9 @@ def _tiles_to_output(x: tf.Tensor, kernel: tf.Tensor, m: int, rows: tuple[int, i
         x,
         [[0, 0], [pad_top, m * (th + 1) - tf.shape(x)[1] - pad_top], [1, m * (tw + 1) - width - 1], [0, 0]],
     )
-    u = transform_kernel(kernel, m)
     tiled = _transforms_as_matmuls if m == 4 else _transforms_as_slices
     y = tiled(x, u, m, shape[0], th, tw)  # [B, th, m, tw, m, O]
-    y = tf.reshape(y, [shape[0], th * m, tw * m, tf.shape(kernel)[3]])
+    y = tf.reshape(y, [shape[0], th * m, tw * m, tf.shape(u)[2]])
     return y[:, : last - first, :width, :]
 
 
