@@ -147,15 +147,15 @@ def _wait(out) -> None:
         np.asarray(value)
 
 
-def _time_calls(fn, repeat: int) -> list[float]:
-    """Seconds of ``repeat`` calls of ``fn`` after one warm-up call."""
-    _wait(fn())  # warm-up after the first call
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        _wait(fn())
-        times.append(time.perf_counter() - start)
-    return times
+def _synced(fn):
+    """``fn`` that returns only once its outputs are computed (GPU work is asynchronous)."""
+
+    def run():
+        out = fn()
+        _wait(out)
+        return out
+
+    return run
 
 
 def run_case(args, case: str) -> dict:
@@ -200,11 +200,7 @@ def run_case(args, case: str) -> dict:
 
     else:
         raise ValueError(f"unknown case {case}")
-    out = fn()
-    _wait(out)
-    first = time.perf_counter() - start
-    times = _time_calls(fn, args.repeat)
-    result = _peer_timing().timing_record(case, first, times)
+    result, out = _peer_timing().measure(case, start, _synced(fn), args.repeat)
     if tf.config.list_logical_devices("GPU"):
         result["peak_gpu_mb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     if kind in ("export", "keras"):
