@@ -7,8 +7,8 @@
     python benchmarks/model_speed.py --gpu                    # float32, mixed, XLA; largest batch
 
 Random weights, batch 1 unless the case says otherwise, 1000 test proposals and 100 detections
-(``model.score_threshold=0`` so that all 100 slots hold a detection and the mask head runs on
-100 RoIs, as a trained model on a busy image would). Each case runs in a fresh process, so its
+(``model.detection_generator.score_threshold=0`` so that all 100 slots hold a detection and the
+mask head runs on 100 RoIs, as a trained model on a busy image would). Each case runs in a fresh process, so its
 first call includes all graph tracing and its peak resident memory is its own:
 
 - ``export_<S>``: ``mrcnn-tf export`` of the config (in-graph resize to ``S``; exported once
@@ -58,14 +58,14 @@ DEFAULT_CONFIG = "mask_rcnn_r50_fpn_1x_coco"
 BENCH_OVERRIDES = [
     "model.proposal_generator.pre_nms_topk_test=1000",
     "model.proposal_generator.post_nms_topk_test=1000",
-    "model.max_detections=100",
-    "model.score_threshold=0.0",
+    "model.detection_generator.max_detections=100",
+    "model.detection_generator.score_threshold=0.0",
 ]
 #: What XLA needs (``MaskRCNN.xla_blockers``): static shapes and no crop_and_resize.
 XLA_OVERRIDES = [
     "model.box_roi_aligner.backend=gather",
     "model.mask_roi_aligner.backend=gather",
-    "model.nms_backend=padded",
+    "model.detection_generator.nms_backend=padded",
     "model.mask_slots=all",
 ]
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}

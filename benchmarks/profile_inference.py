@@ -2,7 +2,7 @@
 """Where inference time goes: each stage of Mask R-CNN timed on its own (CPU or GPU).
 
     python benchmarks/profile_inference.py                    # R50-FPN, 640x640, batch 1
-    python benchmarks/profile_inference.py --size 1024 --set model.nms_backend=padded
+    python benchmarks/profile_inference.py --size 1024 --set model.detection_generator.nms_backend=padded
 
 Each stage runs as its own ``tf.function`` on the previous stage's outputs (median of
 ``--repeat`` runs after a warm-up), with the same settings as ``model_speed.py`` (1000
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -23,9 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _median(fn, repeat: int) -> float:
-    from model_speed import _time_calls
+    """Median seconds of ``repeat`` calls of ``fn`` after a warm-up (model_speed's timing loop)."""
+    import time
 
-    return statistics.median(_time_calls(fn, repeat))
+    from model_speed import _peer_timing, _synced
+
+    record, _ = _peer_timing().measure("stage", time.perf_counter(), _synced(fn), repeat)
+    return record["median_s"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     from model_speed import _build, _image
 
     from mrcnn_tf.modeling.detectors import targets as target_ops
-    from mrcnn_tf.ops import boxes as box_ops
-    from mrcnn_tf.ops.nms import per_class_nms
 
     _, model = _build(args, args.size)
     images = tf.constant(_image(args.size, "float32"))
@@ -71,25 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     head = stage("box head (2 fc)", lambda: model.box_head(box_features, training=False))
 
     def detect():
-        probs = tf.nn.softmax(tf.cast(head["logits"], tf.float32), axis=-1)
-        decoded = box_ops.decode_boxes(head["deltas"], rois[:, :, None, :], model.roi_sampler.box_weights)
-        decoded = box_ops.clip_boxes(decoded, size)
-        scores = probs[..., 1:] * tf.cast(valid, tf.float32)[..., None]
-        return per_class_nms(
-            decoded,
-            scores,
-            model.max_detections,
-            model.nms_iou_threshold,
-            model.score_threshold,
-            backend=model.nms_backend,
-        )
+        return model.detection_generator(head["logits"], head["deltas"], rois, valid, size)
 
-    det_boxes, _, det_classes, _ = stage(f"decode + per-class NMS ({model.nms_backend})", detect)
+    generator = model.detection_generator
+    detections = stage(f"decode + per-class NMS ({generator.nms_backend})", detect)
+    det_boxes, det_classes = detections["boxes"], detections["classes"]
     mask_features = stage(
         "mask RoIAlign (100 RoIs, 14x14)", lambda: model.mask_roi_aligner(pyramid, det_boxes)
     )
     logits = stage("mask head (4 conv + deconv)", lambda: model.mask_head(mask_features, training=False))
-    stage("mask class select + sigmoid", lambda: tf.sigmoid(target_ops.select_class(logits, det_classes + 1)))
+    stage("mask class select + sigmoid", lambda: tf.sigmoid(target_ops.select_class(logits, det_classes)))
     whole = _median(tf.function(lambda: model({"images": images}, training=False)), args.repeat)
 
     total = sum(t for _, t in rows)

@@ -51,7 +51,7 @@ def main() -> None:
         overrides = [
             "model.box_roi_aligner.backend=gather",
             "model.mask_roi_aligner.backend=gather",
-            "model.nms_backend=padded",
+            "model.detection_generator.nms_backend=padded",
             "model.mask_slots=all",
         ]
     model = mrcnn_tf.build_model(load_config(args.config, overrides))

@@ -43,12 +43,20 @@ def _keras_serializable(cls: type, name: str, registry: Registry) -> type:
     return cls
 
 
-def _make(name: str, *slots: str) -> Registry:
-    return Registry(name, slots=slots, plugin_group=PLUGIN_GROUP, on_register=_keras_serializable)
+def _make(name: str, *slots: str, base: str | None = None, required: tuple[str, ...] = ()) -> Registry:
+    return Registry(
+        name,
+        slots=slots,
+        base=base,
+        required=required,
+        plugin_group=PLUGIN_GROUP,
+        on_register=_keras_serializable,
+    )
 
 
-BACKBONES = _make("backbone", "backbone")
-NECKS = _make("neck", "neck", "fpn")
+# Role contracts (mrcnn_tf.modeling.base): imported at the first registration, not here.
+BACKBONES = _make("backbone", "backbone", base="mrcnn_tf.modeling.base:Backbone", required=("output_specs",))
+NECKS = _make("neck", "neck", "fpn", base="mrcnn_tf.modeling.base:Neck", required=("output_specs",))
 ANCHOR_GENERATORS = _make("anchor_generator", "anchor_generator", "anchors")
 RPN_HEADS = _make("rpn_head", "rpn_head")
 PROPOSAL_GENERATORS = _make("proposal_generator", "proposal_generator", "proposals")
@@ -57,6 +65,7 @@ ROI_ALIGNERS = _make("roi_aligner", "roi_aligner", "box_roi_aligner", "mask_roi_
 ROI_SAMPLERS = _make("roi_sampler", "roi_sampler")
 BOX_HEADS = _make("box_head", "box_head")
 MASK_HEADS = _make("mask_head", "mask_head")
+DETECTION_GENERATORS = _make("detection_generator", "detection_generator")
 LOSSES = _make("loss", "loss", "*_loss")
 DETECTORS = _make("detector", "model", "detector")
 DATASETS = _make("dataset", "dataset", "*_dataset", "train", "val", "test")
@@ -77,6 +86,7 @@ ALL: dict[str, Registry] = {
         ROI_SAMPLERS,
         BOX_HEADS,
         MASK_HEADS,
+        DETECTION_GENERATORS,
         LOSSES,
         DETECTORS,
         DATASETS,
@@ -100,6 +110,7 @@ BUILTIN_MODULES = (
     "mrcnn_tf.modeling.roi_heads.roi_sampler",
     "mrcnn_tf.modeling.roi_heads.fc_box_head",
     "mrcnn_tf.modeling.roi_heads.res5_box_head",
+    "mrcnn_tf.modeling.roi_heads.detection_generator",
     "mrcnn_tf.modeling.mask_heads.fcn_mask_head",
     "mrcnn_tf.modeling.mask_heads.mlp_mask_head",
     "mrcnn_tf.losses.box_losses",

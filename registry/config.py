@@ -476,6 +476,8 @@ def load_config(
     top_level_keys: Iterable[str] | None = None,
     importer: Callable[..., None] = import_modules,
     base_roots: Sequence[str | os.PathLike] = (),
+    migrate: Callable[[dict], None] | None = None,
+    check: Callable[[dict], None] | None = None,
 ) -> dict:
     """Load a config file: bases, ``imports:``, overrides, then validation.
 
@@ -486,6 +488,10 @@ def load_config(
         top_level_keys: if given, the only top-level keys allowed.
         importer: called as ``importer(modules, source=file)`` for ``imports:``.
         base_roots: folders where a ``_base_`` not found next to its file is looked for.
+        migrate: called with the merged config (overrides applied) before validation, to
+            rewrite keys of an older layout in place.
+        check: called with the validated config; raises ``ConfigError`` with a ``key`` (the
+            file that set that key is added here).
 
     Returns:
         The resolved config as plain dicts, lists and scalars (no ``_base_``/``_delete_``);
@@ -504,11 +510,30 @@ def load_config(
     if imports:
         importer(imports, source=str(path))
         cfg = {IMPORTS_KEY: imports, **cfg}
-    try:
-        validate(cfg, registries, origins=origins, top_level_keys=top_level_keys, root=str(path))
-    except RegistryError as exc:  # e.g. a malformed name raised by a registry
-        raise ConfigError(str(exc), file=str(path)) from exc
+    for hook in (migrate, "validate", check):
+        try:
+            if hook == "validate":
+                validate(cfg, registries, origins=origins, top_level_keys=top_level_keys, root=str(path))
+            elif hook is not None:
+                hook(cfg)
+        except ConfigError as exc:
+            if exc.file is not None:
+                raise
+            where = _key_path(exc.key) if exc.key else ()
+            raise ConfigError(exc.reason, file=origin_of(origins, where, str(path)), key=exc.key) from None
+        except RegistryError as exc:  # e.g. a malformed name raised by a registry
+            raise ConfigError(str(exc), file=str(path)) from exc
     return cfg
+
+
+def _key_path(key: str) -> Path_:
+    """``"model.losses[0].type"`` -> ``("model", "losses", 0, "type")``."""
+    parts: list[Any] = []
+    for part in key.split("."):
+        name, *indices = part.replace("]", "").split("[")
+        parts.append(name)
+        parts += [int(i) for i in indices if i.isdigit()]
+    return tuple(parts)
 
 
 class _Dumper(yaml.SafeDumper):

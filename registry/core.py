@@ -10,6 +10,7 @@ specific behaviour (such as making Keras layers serializable) comes in through t
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -56,7 +57,11 @@ class Registry:
 
     Args:
         name: the role, singular, e.g. ``"backbone"``; used in error messages.
-        base: if given, every registered class must subclass it (e.g. ``keras.layers.Layer``).
+        base: if given, every registered class must subclass it (e.g. ``keras.layers.Layer``);
+            a ``"module:Class"`` string is imported at the first registration, so that a
+            registry module need not import the framework the base class lives in.
+        required: methods a registered class must override (the role's contract, e.g.
+            ``("output_specs",)``); checked at registration.
         slots: config keys whose ``{type: ...}`` value must come from this registry; shell
             patterns are allowed (``"*_loss"``). Used by config validation.
         plugin_group: entry-point group loaded (once) when a name is missing.
@@ -77,18 +82,44 @@ class Registry:
         self,
         name: str,
         *,
-        base: type | tuple[type, ...] | None = None,
+        base: type | tuple[type, ...] | str | None = None,
+        required: tuple[str, ...] = (),
         slots: tuple[str, ...] = (),
         plugin_group: str | None = None,
         on_register: RegisterHook | None = None,
     ) -> None:
         self.name = name
-        self.base = base
+        self._base = base
+        self.required = tuple(required)
         self.slots = tuple(slots)
         self.plugin_group = plugin_group
         self.on_register = on_register
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
+
+    @property
+    def base(self) -> type | tuple[type, ...] | None:
+        """The base class(es) registered classes must subclass (imported on first use)."""
+        if isinstance(self._base, str):
+            module, _, attr = self._base.partition(":")
+            self._base = getattr(importlib.import_module(module), attr)
+        return self._base
+
+    def contract_problem(self, cls: type) -> str | None:
+        """Why ``cls`` cannot be registered here (None when it meets the role's contract)."""
+        base = self.base
+        if base is None:
+            return None
+        bases = base if isinstance(base, tuple) else (base,)
+        if not issubclass(cls, bases):
+            wanted = " or ".join(f"{b.__module__}.{b.__qualname__}" for b in bases)
+            return f"must subclass {wanted}"
+        lacking = [
+            m for m in self.required if all(getattr(cls, m, None) is getattr(b, m, None) for b in bases)
+        ]
+        if lacking:
+            return "must implement " + ", ".join(f"{m}()" for m in lacking) + " (see the base class)"
+        return None
 
     # ----------------------------------------------------------------------- registration
     def register(
@@ -108,12 +139,11 @@ class Registry:
         def decorator(cls: T) -> T:
             if not isinstance(cls, type):
                 raise TypeError(f"{self.name} registry: register() decorates classes, got {cls!r}")
-            if self.base is not None and not issubclass(cls, self.base):
-                bases = self.base if isinstance(self.base, tuple) else (self.base,)
-                wanted = " or ".join(b.__qualname__ for b in bases)
+            problem = self.contract_problem(cls)
+            if problem is not None:
                 raise TypeError(
-                    f"{self.name} registry: {cls.__qualname__} must subclass {wanted} "
-                    f"to be registered as a {self.name}"
+                    f"{self.name} registry: {cls.__qualname__} does not meet the {self.name} "
+                    f"contract: it {problem} to be registered as a {self.name}"
                 )
             key = name or cls.__name__
             for candidate in (key, *aliases):

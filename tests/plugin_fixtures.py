@@ -7,12 +7,16 @@ from pathlib import Path
 
 TINY_BACKBONE = '''
 import keras
+from mrcnn_tf.modeling.base import Backbone, FeatureSpec
 from mrcnn_tf.registries import BACKBONES
 
 
 @BACKBONES.register()
-class TinyPluginNet(keras.layers.Layer):
+class TinyPluginNet(Backbone):
     """A one-conv backbone from a third-party plugin package."""
+
+    def output_specs(self):
+        return {"C2": FeatureSpec(self.channels, 4)}
 
     def __init__(self, channels=8, **kwargs):
         super().__init__(**kwargs)

@@ -35,7 +35,7 @@ def test_plugin_backbone_drives_the_whole_mask_rcnn(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES / "plugin_package"))
     cfg = load_config(
         EXAMPLES / "plugin_package" / "plugin_config.yaml",
-        ["model.proposal_generator.post_nms_topk_test=20", "model.max_detections=5"],
+        ["model.proposal_generator.post_nms_topk_test=20", "model.detection_generator.max_detections=5"],
     )
     model = mrcnn_tf.build_model(cfg)
     out = model({"images": np.zeros((1, 64, 64, 3), "float32")})

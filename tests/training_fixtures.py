@@ -17,7 +17,7 @@ TINY_MODEL = [
     "model.proposal_generator.post_nms_topk_train=64",
     "model.proposal_generator.pre_nms_topk_test=100",
     "model.proposal_generator.post_nms_topk_test=32",
-    "model.max_detections=20",
+    "model.detection_generator.max_detections=20",
 ]
 TINY_DATA = [
     "data.train.num_images=4",

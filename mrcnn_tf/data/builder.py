@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from mrcnn_tf.config_schema import constructed
 from mrcnn_tf.data.base import DetectionDataset
 from mrcnn_tf.data.pipeline import InputPipeline
 from registry import ConfigError
@@ -48,17 +47,7 @@ def build_dataset(config: Mapping[str, Any], split: str = "train") -> DetectionD
 
 def build_input_pipeline(config: Mapping[str, Any]) -> InputPipeline:
     """The :class:`InputPipeline` of ``config["data"]["pipeline"]`` (defaults when absent)."""
-    spec = dict((config.get("data") or {}).get("pipeline") or {})
-    accepted = [p for p in inspect.signature(InputPipeline).parameters if p != "self"]
-    for key in spec:
-        if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; accepted: {', '.join(accepted)}"
-            raise ConfigError(f"unknown input pipeline argument{hint}", key=f"data.pipeline.{key}")
-    try:
-        return InputPipeline(**spec)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc), key="data.pipeline") from exc
+    return constructed(InputPipeline, (config.get("data") or {}).get("pipeline"), "data.pipeline")
 
 
 def check_num_classes(config: Mapping[str, Any], dataset: DetectionDataset) -> int:

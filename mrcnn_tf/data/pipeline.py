@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import ClassVar
 
 import tensorflow as tf
 
@@ -60,6 +61,22 @@ class InputPipeline:
         seed: seed of the shuffle and of every augmentation.
         antialias: low-pass filter when shrinking images.
     """
+
+    #: Bounds of the arguments, checked when a config is loaded (:mod:`mrcnn_tf.config_schema`).
+    RANGES: ClassVar[dict] = {
+        "batch_size": (1, None),
+        "min_size": (1, None),
+        "max_size": (1, None),
+        "train_min_sizes": (1, None),
+        "output_size": (1, None),
+        "scale_range": (0.0, None),
+        "flip_prob": (0.0, 1.0),
+        "size_divisibility": (1, None),
+        "pad_size": (1, None),
+        "max_instances": (1, None),
+        "mask_size": (1, None),
+        "seed": (0, 2**31 - 1),
+    }
 
     def __init__(
         self,

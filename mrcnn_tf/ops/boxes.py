@@ -15,7 +15,7 @@ are clamped at ``log(1000 / 16)`` so that an extreme prediction cannot overflow 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
@@ -121,3 +121,62 @@ def clip_boxes(boxes: tf.Tensor, image_size: tf.Tensor | Sequence[float]) -> tf.
         ],
         axis=-1,
     )
+
+
+class BoxCoder:
+    """Box deltas with fixed weights: one value shared by the parts that must agree.
+
+    The RPN's anchor labeler encodes with the weights its proposal generator decodes with;
+    the RoI sampler encodes the box head's targets with the weights the detection generator
+    decodes with. The builder hands the same ``BoxCoder`` to both parts of each pair, so they
+    cannot disagree (model configs set it once: ``model.rpn_box_coder``, ``model.box_coder``).
+
+    Args:
+        weights: ``(wy, wx, wh, ww)``: ``(1, 1, 1, 1)`` for the RPN, ``(10, 10, 5, 5)`` for the
+            box head (Detectron2's defaults).
+        scale_clamp: ``dh / wh`` and ``dw / ww`` are clamped at this before ``exp`` when
+            decoding (``log(1000 / 16)``, Detectron2's ``_DEFAULT_SCALE_CLAMP``).
+    """
+
+    def __init__(self, weights: Sequence[float] = BOX_HEAD_WEIGHTS, scale_clamp: float = BBOX_XFORM_CLIP):
+        weights = tuple(float(w) for w in weights)
+        if len(weights) != 4 or min(weights) <= 0:
+            raise ValueError(f"BoxCoder weights must be 4 positive numbers (wy, wx, wh, ww), got {weights}")
+        if not float(scale_clamp) > 0:
+            raise ValueError(f"BoxCoder scale_clamp must be positive, got {scale_clamp}")
+        self.weights = weights
+        self.scale_clamp = float(scale_clamp)
+
+    @classmethod
+    def coerce(cls, value: BoxCoder | Mapping | Sequence[float] | None, default: Sequence[float]) -> BoxCoder:
+        """A ``BoxCoder`` from itself, its config dict, a weights list, or None (``default``)."""
+        if isinstance(value, BoxCoder):
+            return value
+        if value is None:
+            return cls(default)
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - {"weights", "scale_clamp"})
+            if unknown:
+                raise ValueError(f"BoxCoder takes weights and scale_clamp, got unknown keys {unknown}")
+            return cls(**value)
+        return cls(value)
+
+    def encode(self, boxes: tf.Tensor, anchors: tf.Tensor) -> tf.Tensor:
+        """Deltas ``[..., 4]`` from ``anchors`` to ``boxes`` (see :func:`encode_boxes`)."""
+        return encode_boxes(boxes, anchors, self.weights)
+
+    def decode(self, deltas: tf.Tensor, anchors: tf.Tensor) -> tf.Tensor:
+        """Boxes ``[..., 4]`` from ``deltas`` applied to ``anchors`` (see :func:`decode_boxes`)."""
+        return decode_boxes(deltas, anchors, self.weights, self.scale_clamp)
+
+    def get_config(self) -> dict:
+        return {"weights": list(self.weights), "scale_clamp": self.scale_clamp}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BoxCoder) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash((self.weights, self.scale_clamp))
+
+    def __repr__(self) -> str:
+        return f"BoxCoder(weights={list(self.weights)}, scale_clamp={self.scale_clamp:.6g})"

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+from mrcnn_tf.config_schema import constructed
 from registry.errors import ConfigError
 
 MIXED_PRECISION = (None, "float32", "mixed_float16", "mixed_bfloat16")
-
-
-def _from_section(cls, section: Mapping[str, Any] | None, name: str):
-    section = dict(section or {})
-    fields = {f.name for f in dataclasses.fields(cls)}
-    for key in section:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), sorted(fields), n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise ConfigError(
-                f"unknown key; {hint}known keys: {', '.join(sorted(fields))}", key=f"{name}.{key}"
-            )
-    return cls(**section)
 
 
 @dataclasses.dataclass
@@ -50,6 +37,16 @@ class TrainSettings:
         init_components: take only these components' weights from ``init_weights``
             (e.g. ``[backbone, neck]``); None takes everything that fits.
     """
+
+    RANGES: ClassVar[dict] = {
+        "max_steps": (1, None),
+        "steps_per_loop": (1, None),
+        "keep_checkpoints": (1, None),
+        "eval_every": (0, None),
+        "reference_batch_size": (1, None),
+        "log_every": (1, None),
+        "num_pictures": (0, None),
+    }
 
     max_steps: int = 1000
     steps_per_loop: int = 100
@@ -93,7 +90,7 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrainSettings:
-        return _from_section(cls, cfg.get("train"), "train")
+        return constructed(cls, cfg.get("train"), "train")
 
     @property
     def num_loops(self) -> int:
@@ -109,9 +106,42 @@ class EvalSettings:
         max_images: evaluate the first ``max_images`` validation images only (None: all).
     """
 
+    RANGES: ClassVar[dict] = {"mask_threshold": (0.0, 1.0), "max_images": (1, None)}
+
     mask_threshold: float = 0.5
     max_images: int | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> EvalSettings:
-        return _from_section(cls, cfg.get("evaluation"), "evaluation")
+        return constructed(cls, cfg.get("evaluation"), "evaluation")
+
+
+@dataclasses.dataclass
+class RuntimeSettings:
+    """``runtime:``: where and how reproducibly a run executes.
+
+    Attributes:
+        seed: seed of Keras, NumPy and TensorFlow's random generators (weights, sampling).
+        strategy: ``tf.distribute`` strategy (see :func:`mrcnn_tf.training.strategy.build_strategy`).
+        deterministic: bit-reproducible runs (``tf.config.experimental.enable_op_determinism``,
+            slower); set for the run and restored after it.
+    """
+
+    RANGES: ClassVar[dict] = {"seed": (0, 2**31 - 1)}
+
+    seed: int = 0
+    strategy: str = "auto"
+    deterministic: bool = False
+
+    def __post_init__(self):
+        from mrcnn_tf.training.strategy import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"unknown strategy '{self.strategy}'; choose one of {', '.join(STRATEGIES)}",
+                key="runtime.strategy",
+            )
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> RuntimeSettings:
+        return constructed(cls, cfg.get("runtime"), "runtime")

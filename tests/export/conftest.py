@@ -20,7 +20,11 @@ def exported(tmp_path_factory):
     import keras
 
     keras.utils.set_random_seed(3)
-    cfg = tiny_config("model.score_threshold=0.0", "data.pipeline.min_size=64", "data.pipeline.max_size=96")
+    cfg = tiny_config(
+        "model.detection_generator.score_threshold=0.0",
+        "data.pipeline.min_size=64",
+        "data.pipeline.max_size=96",
+    )
     model = build_model(cfg)
     model.build()
     pipeline = build_input_pipeline(cfg)

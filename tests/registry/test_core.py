@@ -116,7 +116,7 @@ def test_close_matches_are_case_insensitive_and_deduplicated():
 
 def test_base_class_is_enforced():
     reg = make_registry(base=Base)
-    with pytest.raises(TypeError, match="must subclass Base to be registered as a backbone"):
+    with pytest.raises(TypeError, match=r"must subclass .*Base to be registered as a backbone"):
 
         @reg.register()
         class NotABase:
@@ -127,6 +127,31 @@ def test_base_class_is_enforced():
         pass
 
     assert reg.get("Good") is Good
+
+
+def test_required_methods_are_enforced_and_string_bases_resolve_lazily():
+    import json
+
+    reg = make_registry(base="json:JSONDecoder", required=("decode",))
+    with pytest.raises(TypeError, match=r"does not meet the backbone contract: it must implement decode\(\)"):
+
+        @reg.register()
+        class Lazy(json.JSONDecoder):
+            pass
+
+    with pytest.raises(TypeError, match=r"must subclass json\.decoder\.JSONDecoder"):
+
+        @reg.register()
+        class Stranger:
+            def decode(self, s):
+                return s
+
+    @reg.register()
+    class Keen(json.JSONDecoder):
+        def decode(self, s, _w=None):
+            return s
+
+    assert reg.base is json.JSONDecoder and reg.get("Keen") is Keen
 
 
 def test_on_register_hook_sees_class_and_name_and_may_replace_it():

@@ -15,13 +15,13 @@ from registry import Registry, RegistryError, import_modules
 from registry.plugins import load_entry_points, reset_entry_points
 
 PLAIN_PLUGIN = """
-from mrcnn_tf.registries import BACKBONES
+from mrcnn_tf.registries import DATASETS
 
 COUNT = globals().get("COUNT", 0) + 1
 
-@BACKBONES.register()
+@DATASETS.register()
 class PluginNet:
-    '''A plugin backbone.'''
+    '''A plugin dataset (a role without a Keras base class: loading it imports no TensorFlow).'''
 """
 
 
@@ -37,10 +37,10 @@ def test_entry_point_plugin_is_found_on_first_miss_and_loaded_once(tmp_path):
     out = run_python(
         """
         import sys
-        from mrcnn_tf.registries import BACKBONES, NECKS
+        from mrcnn_tf.registries import DATASETS, NECKS
         assert "tiny_plugin_pkg" not in sys.modules  # nothing loaded eagerly
-        cls = BACKBONES.get("PluginNet")
-        assert "PluginNet" in BACKBONES.names()
+        cls = DATASETS.get("PluginNet")
+        assert "PluginNet" in DATASETS.names()
         NECKS.names()  # another registry of the same group does not reload it
         import tiny_plugin_pkg
         print(cls.__module__, tiny_plugin_pkg.COUNT, "tensorflow" in sys.modules)

@@ -12,7 +12,7 @@ from mrcnn_tf.training.init_weights import initialize_from
 from mrcnn_tf.training.settings import TrainSettings
 from registry.errors import ConfigError, UserError
 
-SMALL = ["model.proposal_generator.post_nms_topk_test=16", "model.max_detections=4"]
+SMALL = ["model.proposal_generator.post_nms_topk_test=16", "model.detection_generator.max_detections=4"]
 
 
 def _model(num_classes: int, seed: int):

@@ -161,7 +161,7 @@ def test_xla_training_names_the_overrides_it_needs(tmp_path):
                 "train.jit_compile=true",
                 "model.box_roi_aligner.backend=gather",
                 "model.mask_roi_aligner.backend=gather",
-                "model.nms_backend=padded",
+                "model.detection_generator.nms_backend=padded",
                 "model.mask_slots=all",
             ],
             id="xla",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import keras
 
+from mrcnn_tf.modeling.base import Backbone, FeatureSpec
 from mrcnn_tf.registries import BACKBONES
 
 
 @BACKBONES.register()
-class SimpleConvNet(keras.layers.Layer):
+class SimpleConvNet(Backbone):
     """A plain stride-2 conv stack returning C2–C5 (an example plugin, not a good backbone).
 
     Args:
@@ -29,13 +30,9 @@ class SimpleConvNet(keras.layers.Layer):
             for i in range(5)
         ]
 
-    @property
-    def output_strides(self) -> dict[str, int]:
-        return {f"C{k}": 2**k for k in range(2, 6)}
-
-    @property
-    def output_channels(self) -> dict[str, int]:
-        return {f"C{k}": self.width * 2 ** (k - 2) for k in range(2, 6)}
+    def output_specs(self) -> dict[str, FeatureSpec]:
+        """C2..C5 at strides 4..32 with width, 2·width, 4·width, 8·width channels."""
+        return {f"C{k}": FeatureSpec(self.width * 2 ** (k - 2), 2**k) for k in range(2, 6)}
 
     def call(self, inputs):
         x = inputs

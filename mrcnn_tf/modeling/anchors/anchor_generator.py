@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import keras
 
 from mrcnn_tf.registries import ANCHOR_GENERATORS
 
 
-@ANCHOR_GENERATORS.register()
+@ANCHOR_GENERATORS.register(injected=("strides",))
 class AnchorGenerator(keras.layers.Layer):
     """Anchors of several sizes and aspect ratios at every cell of every pyramid level.
 
-    On level ``k`` (stride ``s = 2**k``) the anchor centres are ``((y + offset) * s,
-    (x + offset) * s)`` for every feature cell ``(y, x)``. With pixel i covering [i, i+1),
-    cell y covers input rows [y*s, (y+1)*s), so ``offset=0.5`` (our default, as in TF Model
+    On level ``k`` (stride ``s``, ``2**k`` unless ``strides`` says otherwise) the anchor
+    centres are ``((y + offset) * s, (x + offset) * s)`` for every feature cell ``(y, x)``. With
+    pixel i covering [i, i+1), cell y covers input rows [y*s, (y+1)*s), so ``offset=0.5`` (our default, as in TF Model
     Garden) centres the anchors on their cells; ``offset=0.0`` reproduces Detectron2's default.
 
     An anchor of size ``a`` (times each scale) and aspect ratio ``r = height / width`` has area
@@ -30,6 +31,8 @@ class AnchorGenerator(keras.layers.Layer):
         scales: multipliers of each size (``(1.0,)`` for Mask R-CNN; RetinaNet uses
             ``2**(i/3)`` for i = 0, 1, 2).
         offset: centre offset in units of the stride (see above).
+        strides: ``{"P2": 4, ...}``, each level's stride in input pixels; the builder passes
+            the neck's (:meth:`~mrcnn_tf.modeling.base.Neck.output_specs`). None: ``2**k``.
 
     Call:
         inputs: ``{"P2": [B, H2, W2, C], ...}`` features (only their spatial sizes are used).
@@ -49,6 +52,7 @@ class AnchorGenerator(keras.layers.Layer):
         aspect_ratios: tuple[float, ...] | list[float] = (0.5, 1.0, 2.0),
         scales: tuple[float, ...] | list[float] = (1.0,),
         offset: float = 0.5,
+        strides: Mapping[str, int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -72,6 +76,14 @@ class AnchorGenerator(keras.layers.Layer):
         self.aspect_ratios = [float(r) for r in aspect_ratios]
         self.scales = [float(s) for s in scales]
         self.offset = float(offset)
+        levels = [f"P{k}" for k in range(min_level, max_level + 1)]
+        strides = dict(strides) if strides is not None else {k: 2 ** int(k[1:]) for k in levels}
+        missing = [k for k in levels if k not in strides]
+        if missing:
+            raise ValueError(
+                f"AnchorGenerator levels {missing} have no stride; the pyramid has {sorted(strides)}"
+            )
+        self.strides = {k: int(strides[k]) for k in levels}
 
     @property
     def num_anchors_per_location(self) -> int:
@@ -92,7 +104,7 @@ class AnchorGenerator(keras.layers.Layer):
     def grid_anchors(self, level: int, height, width):
         """Anchors ``[height * width * A, 4]`` for one level with a ``height × width`` grid."""
         ops = keras.ops
-        stride = float(2**level)
+        stride = float(self.strides[f"P{level}"])
         ys = (ops.cast(ops.arange(height), "float32") + self.offset) * stride
         xs = (ops.cast(ops.arange(width), "float32") + self.offset) * stride
         cy, cx = ops.meshgrid(ys, xs, indexing="ij")
@@ -117,5 +129,6 @@ class AnchorGenerator(keras.layers.Layer):
             aspect_ratios=self.aspect_ratios,
             scales=self.scales,
             offset=self.offset,
+            strides=dict(self.strides),
         )
         return config

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 
+from mrcnn_tf.modeling.base import Backbone, FeatureSpec
 from mrcnn_tf.registries import BACKBONES
 
 #: application -> the layers whose outputs are C2..C5 (strides 4, 8, 16, 32) and their channels.
@@ -81,7 +82,7 @@ def load_application(application: str, weights: str | None) -> keras.Model:
 
 
 @BACKBONES.register()
-class KerasApplicationBackbone(keras.layers.Layer):
+class KerasApplicationBackbone(Backbone):
     """A ``keras.applications`` network returning C2–C5 like the ResNet backbone.
 
     Proves that parts are interchangeable: swap ``backbone:`` in a config, and set the
@@ -146,13 +147,8 @@ class KerasApplicationBackbone(keras.layers.Layer):
         if not trainable_backbone:
             self.network.trainable = False
 
-    @property
-    def output_strides(self) -> dict[str, int]:
-        return {f: STRIDES[f] for f in self.out_features}
-
-    @property
-    def output_channels(self) -> dict[str, int]:
-        return {f: TAPS[self.application][f][1] for f in self.out_features}
+    def output_specs(self) -> dict[str, FeatureSpec]:
+        return {f: FeatureSpec(TAPS[self.application][f][1], STRIDES[f]) for f in self.out_features}
 
     def call(self, inputs, training=None):
         if self.channel_order == "bgr":

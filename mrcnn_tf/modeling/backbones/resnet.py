@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from mrcnn_tf.modeling.backbones.resnet_blocks import ResidualBlock
+from mrcnn_tf.modeling.base import Backbone, FeatureSpec
 from mrcnn_tf.modeling.layers import NORMS, PaddedConv2D, conv_norm, make_norm, strided_size
 from mrcnn_tf.registries import BACKBONES
 
@@ -21,7 +22,7 @@ STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
 
 
 @BACKBONES.register(aliases=("resnet",))
-class ResNet(keras.layers.Layer):
+class ResNet(Backbone):
     """ResNet-18/34/50/101/152 feature extractor returning C2–C5 (strides 4, 8, 16, 32).
 
     The stem is a 7×7 stride-2 conv, norm, ReLU and a 3×3 stride-2 max pool; stages res2–res5
@@ -108,15 +109,9 @@ class ResNet(keras.layers.Layer):
                 for block in stage:
                     block.trainable = False
 
-    @property
-    def output_strides(self) -> dict[str, int]:
-        """Stride of each returned feature map relative to the input."""
-        return {f: STRIDES[f] for f in self.out_features}
-
-    @property
-    def output_channels(self) -> dict[str, int]:
-        """Channels of each returned feature map."""
-        return {f: self._channels[f] for f in self.out_features}
+    def output_specs(self) -> dict[str, FeatureSpec]:
+        """Channels and stride of each returned feature map."""
+        return {f: FeatureSpec(self._channels[f], STRIDES[f]) for f in self.out_features}
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -144,8 +139,8 @@ class ResNet(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
         return {
-            f: (b, strided_size(h, s), strided_size(w, s), self._channels[f])
-            for f, s in self.output_strides.items()
+            f: (b, strided_size(h, spec.stride), strided_size(w, spec.stride), spec.channels)
+            for f, spec in self.output_specs().items()
         }
 
     def get_config(self):

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import keras
 import tensorflow as tf
 
 from mrcnn_tf.modeling.detectors import targets as target_ops
-from mrcnn_tf.ops import boxes as box_ops
-from mrcnn_tf.ops.nms import BACKENDS as NMS_BACKENDS
-from mrcnn_tf.ops.nms import per_class_nms
-from mrcnn_tf.registries import (
-    ANCHOR_GENERATORS,
-    ANCHOR_LABELERS,
-    BACKBONES,
-    BOX_HEADS,
-    DETECTORS,
-    LOSSES,
-    MASK_HEADS,
-    NECKS,
-    PROPOSAL_GENERATORS,
-    ROI_ALIGNERS,
-    ROI_SAMPLERS,
-    RPN_HEADS,
-)
+from mrcnn_tf.registries import DETECTORS
 
 #: Constructor arguments that hold a component layer (serialized as nested Keras objects).
 COMPONENTS = (
@@ -41,8 +23,24 @@ COMPONENTS = (
     "box_head",
     "mask_roi_aligner",
     "mask_head",
+    "detection_generator",
 )
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "box_cls", "box_reg", "mask")
+#: Constructor arguments that hold a loss, by loss name.
+LOSS_ARGS = {name: f"{name}_loss" for name in LOSS_NAMES}
+#: Parts a config may leave out: the builder supplies these (``mrcnn_tf.modeling.builder``).
+BUILDER_DEFAULTS = {
+    "rpn_head": "RPNHead",
+    "proposal_generator": "ProposalGenerator",
+    "anchor_labeler": "AnchorLabeler",
+    "roi_sampler": "RoISampler",
+    "detection_generator": "DetectionGenerator",
+    "rpn_objectness_loss": "SigmoidCrossEntropyLoss",
+    "rpn_box_loss": "SmoothL1Loss",
+    "box_cls_loss": "SoftmaxCrossEntropyLoss",
+    "box_reg_loss": "SmoothL1Loss",
+    "mask_loss": "SigmoidCrossEntropyLoss",
+}
 MASK_SLOTS = ("used", "all")
 #: torchvision's ImageNet statistics for RGB images in [0, 255].
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -63,16 +61,6 @@ class _LastValue(keras.metrics.Metric):
         return self.value
 
 
-def _build(registry, spec, **offers):
-    """Build ``spec``, passing those ``offers`` the entry declares as injected."""
-    if isinstance(spec, (str, Mapping)):
-        name = spec if isinstance(spec, str) else spec.get("type")
-        if name is not None:
-            injected = registry.entry(name).injected
-            return registry.build(spec, **{k: v for k, v in offers.items() if k in injected})
-    return registry.build(spec)
-
-
 def _used_slots(used: tf.Tensor) -> tf.Tensor:
     """int32 scalar: the largest number of used slots in a row of ``used`` ``[B, N]`` bool, >= 1.
 
@@ -91,32 +79,37 @@ def _inside_mask(image_size: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
     return tf.cast(inside, tf.float32)[..., None]
 
 
-@DETECTORS.register(injected=("num_classes",))
+@DETECTORS.register(injected=("num_classes", *BUILDER_DEFAULTS))
 class MaskRCNN(keras.Model):
     """Backbone -> neck -> RPN -> RoIAlign -> box head, and a mask head on the final boxes.
 
-    Every component argument is a registered layer given as ``{type: Name, ...}`` (or a built
-    instance); losses likewise. Training targets are computed in the graph from padded ground
-    truth with fixed numbers of proposals, samples and detections, so ``model.fit`` works as is
-    under ``tf.distribute``; the training step compiles with XLA when the RoI aligners use
-    ``backend: gather``, ``nms_backend`` is ``padded`` and ``mask_slots`` is ``all``.
+    A composition of built parts: every argument is a constructed layer or loss (keyword-only),
+    so a detector can be assembled in Python without a config, as torchvision's
+    ``MaskRCNN(backbone, ...)``. :func:`mrcnn_tf.modeling.builder.build_model` is the one place
+    that turns a config into these parts and checks that they fit each other. Training targets
+    are computed in the graph from padded ground truth with fixed numbers of proposals, samples
+    and detections, so ``model.fit`` works as is under ``tf.distribute``; the training step
+    compiles with XLA when the RoI aligners use ``backend: gather``, the detection generator's
+    ``nms_backend`` is ``padded`` and ``mask_slots`` is ``all``.
 
     Args:
-        backbone, neck, anchor_generator, rpn_head, proposal_generator, anchor_labeler,
-            box_roi_aligner, roi_sampler, box_head, mask_head: the components.
-        num_classes: K foreground classes (class 0 is background).
-        mask_roi_aligner: the mask head's RoI features; unused (may be omitted) when the box
-            head shares its RoI features (the C4 ``Res5BoxHead``).
-        rpn_objectness_loss, rpn_box_loss, box_cls_loss, box_reg_loss, mask_loss: registered
-            losses with ``reduction: sum`` (the detector applies Detectron2's normalisers:
-            sampled anchors per batch for the RPN, sampled RoIs for the box head, pixels of
-            positive RoIs for the mask loss).
+        backbone: a :class:`~mrcnn_tf.modeling.base.Backbone`; neck: a
+            :class:`~mrcnn_tf.modeling.base.Neck` (its outputs ``P{k}`` feed everything below).
+        anchor_generator, rpn_head, proposal_generator: the RPN; anchor_labeler: its training
+            targets (same box coder as the proposal generator).
+        roi_sampler: the RoI head's training samples; box_roi_aligner, box_head: the box head;
+            detection_generator: inference post-processing of the box head (same box coder as
+            the RoI sampler).
+        mask_roi_aligner, mask_head: the mask head. ``mask_roi_aligner=None`` makes the mask
+            head read the box head's RoI features (``box_head.extract``; the C4 ``Res5BoxHead``).
+        num_classes: K foreground classes (class 0 is background); must equal the heads'.
+        rpn_objectness_loss, rpn_box_loss, box_cls_loss, box_reg_loss, mask_loss: losses with
+            ``reduction: sum`` (the detector applies Detectron2's normalisers: sampled anchors
+            per batch for the RPN, sampled RoIs for the box head, pixels of positive RoIs for
+            the mask loss).
         loss_weights: a weight per loss name (``rpn_objectness``, ``rpn_box``, ``box_cls``,
             ``box_reg``, ``mask``); 1.0 where absent.
         pixel_mean, pixel_std: per-channel normalisation of the input images.
-        score_threshold, nms_iou_threshold, max_detections: inference (0.05, 0.5, 100).
-        nms_backend: ``combined`` (TF's fused per-class NMS; GPU/CPU) or ``padded`` (static
-            shapes: inference then compiles with XLA too, with ``gather`` RoI aligners).
         mask_slots: ``used`` (default) runs the mask head only on the slots that hold a
             positive RoI (training) or a detection (inference), up to the largest count in the
             batch, as Detectron2 does: the same losses, gradients and masks for less work (in
@@ -142,76 +135,87 @@ class MaskRCNN(keras.Model):
     Returns (inference):
         ``boxes [B, D, 4]`` float32 ``[y1, x1, y2, x2]`` input pixels, ``scores [B, D]``,
         ``classes [B, D]`` int32 (1..K, 0 for empty slots), ``num_detections [B]`` int32 and
-        ``masks [B, D, M, M]`` float32 box-relative probabilities (D = max_detections; paste
-        them with :func:`mrcnn_tf.ops.masks.paste_masks`).
+        ``masks [B, D, M, M]`` float32 box-relative probabilities (D =
+        ``detection_generator.max_detections``; paste them with
+        :func:`mrcnn_tf.ops.masks.paste_masks`).
     """
+
+    #: Parts a config may leave out, and what the builder then builds.
+    default_parts = BUILDER_DEFAULTS
 
     def __init__(
         self,
-        backbone: Any,
-        neck: Any,
-        anchor_generator: Any,
-        box_roi_aligner: Any,
-        box_head: Any,
-        mask_head: Any,
+        *,
+        backbone: keras.layers.Layer,
+        neck: keras.layers.Layer,
+        anchor_generator: keras.layers.Layer,
+        rpn_head: keras.layers.Layer,
+        proposal_generator: keras.layers.Layer,
+        anchor_labeler: keras.layers.Layer,
+        roi_sampler: keras.layers.Layer,
+        box_roi_aligner: keras.layers.Layer,
+        box_head: keras.layers.Layer,
+        mask_head: keras.layers.Layer,
+        detection_generator: keras.layers.Layer,
         num_classes: int,
-        rpn_head: Any = "RPNHead",
-        proposal_generator: Any = "ProposalGenerator",
-        anchor_labeler: Any = "AnchorLabeler",
-        roi_sampler: Any = "RoISampler",
-        mask_roi_aligner: Any = None,
-        rpn_objectness_loss: Any = "SigmoidCrossEntropyLoss",
-        rpn_box_loss: Any = "SmoothL1Loss",
-        box_cls_loss: Any = "SoftmaxCrossEntropyLoss",
-        box_reg_loss: Any = "SmoothL1Loss",
-        mask_loss: Any = "SigmoidCrossEntropyLoss",
+        rpn_objectness_loss: keras.losses.Loss,
+        rpn_box_loss: keras.losses.Loss,
+        box_cls_loss: keras.losses.Loss,
+        box_reg_loss: keras.losses.Loss,
+        mask_loss: keras.losses.Loss,
+        mask_roi_aligner: keras.layers.Layer | None = None,
         loss_weights: Mapping[str, float] | None = None,
         pixel_mean: Sequence[float] = IMAGENET_MEAN,
         pixel_std: Sequence[float] = IMAGENET_STD,
-        score_threshold: float = 0.05,
-        nms_iou_threshold: float = 0.5,
-        max_detections: int = 100,
-        nms_backend: str = "combined",
         mask_slots: str = "used",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        parts = {
+            "backbone": backbone,
+            "neck": neck,
+            "anchor_generator": anchor_generator,
+            "rpn_head": rpn_head,
+            "proposal_generator": proposal_generator,
+            "anchor_labeler": anchor_labeler,
+            "roi_sampler": roi_sampler,
+            "box_roi_aligner": box_roi_aligner,
+            "box_head": box_head,
+            "mask_roi_aligner": mask_roi_aligner,
+            "mask_head": mask_head,
+            "detection_generator": detection_generator,
+        }
+        for key, part in parts.items():
+            if not (part is None and key == "mask_roi_aligner") and not isinstance(part, keras.layers.Layer):
+                raise TypeError(
+                    f"MaskRCNN {key} must be a built Keras layer, got {type(part).__name__}; to build "
+                    "from a config use mrcnn_tf.build_model(config)"
+                )
+            setattr(self, key, part)
         if int(num_classes) < 1:
             raise ValueError(f"MaskRCNN num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
-        self.backbone = _build(BACKBONES, backbone)
-        self.neck = _build(NECKS, neck)
-        self.anchor_generator = _build(ANCHOR_GENERATORS, anchor_generator)
-        self.rpn_head = _build(
-            RPN_HEADS, rpn_head, num_anchors=self.anchor_generator.num_anchors_per_location
-        )
-        self.proposal_generator = _build(PROPOSAL_GENERATORS, proposal_generator)
-        self.anchor_labeler = _build(ANCHOR_LABELERS, anchor_labeler)
-        self.box_roi_aligner = _build(ROI_ALIGNERS, box_roi_aligner)
-        self.roi_sampler = _build(ROI_SAMPLERS, roi_sampler)
-        self.box_head = _build(BOX_HEADS, box_head, num_classes=self.num_classes)
-        self.mask_head = _build(MASK_HEADS, mask_head, num_classes=self.num_classes)
-        self.shares_roi_features = bool(getattr(self.box_head, "shares_roi_features", False))
-        if mask_roi_aligner is None and not self.shares_roi_features:
-            raise ValueError("MaskRCNN needs a mask_roi_aligner unless the box head shares its RoI features")
-        self.mask_roi_aligner = None if mask_roi_aligner is None else _build(ROI_ALIGNERS, mask_roi_aligner)
-        rpn_decode = getattr(self.proposal_generator, "box_weights", None)
-        rpn_encode = getattr(self.anchor_labeler, "box_weights", None)
-        if rpn_decode is not None and rpn_encode is not None and tuple(rpn_decode) != tuple(rpn_encode):
+        self.shares_roi_features = mask_roi_aligner is None
+        if self.shares_roi_features and not hasattr(box_head, "extract"):
             raise ValueError(
-                f"anchor_labeler.box_weights {list(rpn_encode)} must equal proposal_generator.box_weights "
-                f"{list(rpn_decode)}: the RPN decodes with the weights it was trained with"
+                f"MaskRCNN has no mask_roi_aligner, so the mask head reads the box head's RoI "
+                f"features, but {type(box_head).__name__} has no extract(); give a mask_roi_aligner"
             )
-        self.losses_by_name = {
-            "rpn_objectness": _build(LOSSES, rpn_objectness_loss),
-            "rpn_box": _build(LOSSES, rpn_box_loss),
-            "box_cls": _build(LOSSES, box_cls_loss),
-            "box_reg": _build(LOSSES, box_reg_loss),
-            "mask": _build(LOSSES, mask_loss),
+        given = {
+            "rpn_objectness": rpn_objectness_loss,
+            "rpn_box": rpn_box_loss,
+            "box_cls": box_cls_loss,
+            "box_reg": box_reg_loss,
+            "mask": mask_loss,
         }
-        for name, loss in self.losses_by_name.items():
+        for name, loss in given.items():
+            if not isinstance(loss, keras.losses.Loss):
+                raise TypeError(
+                    f"MaskRCNN {name}_loss must be a built keras.losses.Loss, got {type(loss).__name__}"
+                )
             if getattr(loss, "reduction", "sum") != "sum":
                 raise ValueError(f"MaskRCNN {name}_loss needs reduction 'sum' (the detector normalises)")
+        self.losses_by_name = given
         loss_weights = dict(loss_weights or {})
         unknown = sorted(set(loss_weights) - set(LOSS_NAMES))
         if unknown:
@@ -221,46 +225,36 @@ class MaskRCNN(keras.Model):
             raise ValueError("MaskRCNN pixel_mean and pixel_std need 3 values (std > 0)")
         self.pixel_mean = [float(v) for v in pixel_mean]
         self.pixel_std = [float(v) for v in pixel_std]
-        self.score_threshold = float(score_threshold)
-        self.nms_iou_threshold = float(nms_iou_threshold)
-        self.max_detections = int(max_detections)
-        if nms_backend not in NMS_BACKENDS:
-            raise ValueError(f"MaskRCNN nms_backend must be one of {NMS_BACKENDS}, got '{nms_backend}'")
-        self.nms_backend = nms_backend
         if mask_slots not in MASK_SLOTS:
             raise ValueError(f"MaskRCNN mask_slots must be one of {MASK_SLOTS}, got '{mask_slots}'")
         self.mask_slots = mask_slots
         self.loss_trackers = [keras.metrics.Mean(name=f"{name}_loss") for name in LOSS_NAMES]
         self.learning_rate_tracker = _LastValue(name="learning_rate")
 
+    @property
+    def max_detections(self) -> int:
+        """Detection slots per image (the detection generator's ``max_detections``)."""
+        return self.detection_generator.max_detections
+
     # ------------------------------------------------------------------------ forward
     def build(self, input_shape=None):
-        """Create every weight by running inference once on a blank 128×128 image (16 proposals).
+        """Create every weight by running inference once on a blank 128×128 image.
 
         Weight shapes do not depend on the image size, so this builds the model for any input;
-        it is what lets a saved ``.keras`` model reload its weights.
+        it is what lets a saved ``.keras`` model reload its weights. The pass keeps 16
+        proposals and 4 detections (arguments of this call only: no part is changed): the
+        weights are the same, and it takes ~1 s less and leaves no 1000-RoI buffers in the
+        allocator's cache (~350 MB).
         """
         if self.built:
             return
         self.built = True  # set first: the call below must not build again
-        # Few proposals and detections: the weights are the same, and the eager pass takes
-        # ~1 s less and leaves no 1000-RoI buffers in the allocator's cache (~350 MB).
-        generator = self.proposal_generator
-        saved = getattr(generator, "post_nms_topk_test", None), self.max_detections
-        if saved[0] is not None:
-            generator.post_nms_topk_test = min(saved[0], 16)
-        self.max_detections = min(saved[1], 4)
-        try:
-            _, image_size, pyramid, _, _, _, proposals = self._features(
-                {"images": tf.zeros([1, 128, 128, 3])}, False
-            )
-            self._detect(pyramid, proposals, image_size)
-        finally:
-            if saved[0] is not None:
-                generator.post_nms_topk_test = saved[0]
-            self.max_detections = saved[1]
+        _, image_size, pyramid, _, _, _, proposals = self._features(
+            {"images": tf.zeros([1, 128, 128, 3])}, False, post_nms_topk=16
+        )
+        self._detect(pyramid, proposals, image_size, max_detections=4)
 
-    def _features(self, inputs, training):
+    def _features(self, inputs, training, post_nms_topk=None):
         if not isinstance(inputs, Mapping):
             inputs = {"images": inputs}
         if "images" not in inputs:
@@ -279,7 +273,12 @@ class MaskRCNN(keras.Model):
         anchors = self.anchor_generator(pyramid)
         objectness, deltas = self.rpn_head({k: pyramid[k] for k in anchors}, training=training)
         proposals = self.proposal_generator(
-            objectness, deltas, anchors, tf.cast(image_size, tf.float32), training=training
+            objectness,
+            deltas,
+            anchors,
+            tf.cast(image_size, tf.float32),
+            training=training,
+            post_nms_topk=post_nms_topk,
         )
         return inputs, tf.cast(image_size, tf.float32), pyramid, anchors, objectness, deltas, proposals
 
@@ -307,9 +306,7 @@ class MaskRCNN(keras.Model):
             self.anchor_labeler, anchors, objectness, deltas, gt_boxes, gt_classes, seeds
         )
         boxes, _, valid = proposals
-        samples = self.roi_sampler(
-            boxes, valid, gt_boxes, gt_classes, **target_ops.seeded_kwargs(self.roi_sampler, seeds, 2)
-        )
+        samples = self.roi_sampler(boxes, valid, gt_boxes, gt_classes, **target_ops.seeded_kwargs(seeds, 2))
         head = self.box_head(self.box_roi_aligner(pyramid, samples["rois"]), training=True)
         out.update(target_ops.box_outputs(head, samples))
         m = min(self.roi_sampler.max_positives, samples["rois"].shape[1])
@@ -327,50 +324,35 @@ class MaskRCNN(keras.Model):
         )
         return out
 
-    def _detect(self, pyramid, proposals, image_size):
+    def _detect(self, pyramid, proposals, image_size, max_detections=None):
         rois, _, valid = proposals
         head = self.box_head(self.box_roi_aligner(pyramid, rois), training=False)
-        probs = tf.nn.softmax(tf.cast(head["logits"], tf.float32), axis=-1)
-        decoded = box_ops.decode_boxes(head["deltas"], rois[:, :, None, :], self.roi_sampler.box_weights)
-        decoded = box_ops.clip_boxes(decoded, image_size)
-        scores = probs[..., 1:] * tf.cast(valid, tf.float32)[..., None]
-        det_boxes, det_scores, det_classes, count = per_class_nms(
-            decoded,
-            scores,
-            self.max_detections,
-            self.nms_iou_threshold,
-            self.score_threshold,
-            backend=self.nms_backend,
+        out = self.detection_generator(
+            head["logits"], head["deltas"], rois, valid, image_size, max_detections=max_detections
         )
-        present = tf.range(self.max_detections)[None, :] < count[:, None]
-        classes = tf.where(present, det_classes + 1, 0)
-        det_boxes = tf.where(present[..., None], det_boxes, 0.0)
-        n = self.max_detections
-        if self.mask_slots == "used":
-            n = _used_slots(present)
+        classes, count = out["classes"], out["num_detections"]
+        slots = classes.shape[1]
+        present = classes > 0
+        n = _used_slots(present) if self.mask_slots == "used" else slots
         mask_logits = self.mask_head(
-            self._mask_features(pyramid, det_boxes[:, :n]),
+            self._mask_features(pyramid, out["boxes"][:, :n]),
             training=False,
             **self._class_kwargs(classes[:, :n]),
         )
         masks = self._mask_probabilities(mask_logits, classes[:, :n])
         if self.mask_slots == "used":  # empty slots get zeros below
-            masks = tf.pad(masks, [[0, 0], [0, self.max_detections - n], [0, 0], [0, 0]])
-            masks = tf.ensure_shape(masks, [None, self.max_detections, *mask_logits.shape[2:4]])
-        return {
-            "boxes": det_boxes,
-            "scores": tf.where(present, det_scores, 0.0),
-            "classes": classes,
-            "num_detections": count,
-            "masks": tf.where(present[..., None, None], masks, 0.0),
-        }
+            masks = tf.pad(masks, [[0, 0], [0, slots - n], [0, 0], [0, 0]])
+            masks = tf.ensure_shape(masks, [None, slots, *mask_logits.shape[2:4]])
+        return {**out, "num_detections": count, "masks": tf.where(present[..., None, None], masks, 0.0)}
 
     def _class_kwargs(self, classes) -> dict:
-        """``{"classes": ...}`` when the mask head can compute only the detected class's channel
-        (its ``call`` takes ``classes``) and the mask loss reads that channel alone."""
+        """``{"classes": ...}`` unless the mask loss couples the classes (a softmax across them),
+        in which case the mask head must compute every class's channel. Mask heads take
+        ``classes`` (the role's contract, checked by the builder) and may compute only the
+        detected class's channel."""
         if getattr(self.losses_by_name["mask"], "class_coupled", False):
             return {}
-        return {"classes": classes} if "classes" in inspect.signature(self.mask_head.call).parameters else {}
+        return {"classes": classes}
 
     def _mask_probabilities(self, mask_logits, classes):
         """``[B, N, M, M]`` probabilities: the mask loss's own, else sigmoid of the class's channel."""
@@ -426,16 +408,12 @@ class MaskRCNN(keras.Model):
             layer = getattr(self, key)
             config[key] = None if layer is None else serialize(layer)
         for name, loss in self.losses_by_name.items():
-            config[f"{name}_loss"] = serialize(loss)
+            config[LOSS_ARGS[name]] = serialize(loss)
         config.update(
             num_classes=self.num_classes,
             loss_weights=dict(self.loss_weights),
             pixel_mean=list(self.pixel_mean),
             pixel_std=list(self.pixel_std),
-            score_threshold=self.score_threshold,
-            nms_iou_threshold=self.nms_iou_threshold,
-            max_detections=self.max_detections,
-            nms_backend=self.nms_backend,
             mask_slots=self.mask_slots,
         )
         return config
@@ -444,8 +422,8 @@ class MaskRCNN(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         deserialize = keras.saving.deserialize_keras_object
-        for key in (*COMPONENTS, *(f"{n}_loss" for n in LOSS_NAMES)):
+        for key in (*COMPONENTS, *LOSS_ARGS.values()):
             value = config.get(key)
-            if isinstance(value, Mapping) and "class_name" in value:
+            if isinstance(value, Mapping):
                 config[key] = deserialize(value)
         return cls(**config)

@@ -6,7 +6,6 @@ Each ``*_outputs`` function returns a flat dict of tensors (the detector's train
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 
 import tensorflow as tf
@@ -18,9 +17,13 @@ def _levels(d: Mapping[str, tf.Tensor]) -> list[str]:
     return sorted(d, key=lambda k: int(k[1:]))
 
 
-def seeded_kwargs(layer, seeds, salt: int) -> dict:
-    """``{"seeds": ...}`` for layers whose ``call`` takes per-example seeds (plugins may not)."""
-    if seeds is None or "seeds" not in inspect.signature(layer.call).parameters:
+def seeded_kwargs(seeds, salt: int) -> dict:
+    """``{"seeds": ...}``: per-example seeds ``[B, 2]`` folded with ``salt`` (none when None).
+
+    Anchor labelers and RoI samplers take ``seeds`` (their role's contract; the builder
+    checks it when the model is built).
+    """
+    if seeds is None:
         return {}
     seeds = tf.cast(seeds, tf.int32)
     return {"seeds": tf.map_fn(lambda s: tf.random.experimental.stateless_fold_in(s, salt), seeds)}
@@ -46,7 +49,7 @@ def rpn_outputs(
         tf.concat([anchors[k] for k in keys], axis=0),
         gt_boxes,
         gt_classes > 0,
-        **seeded_kwargs(labeler, seeds, 1),
+        **seeded_kwargs(seeds, 1),
     )
     logits = tf.concat([tf.cast(objectness[k], tf.float32) for k in keys], axis=1)
     box_deltas = tf.concat([tf.cast(deltas[k], tf.float32) for k in keys], axis=1)

@@ -23,7 +23,8 @@ class MLPMaskHead(keras.layers.Layer):
         class_agnostic: one mask for all classes.
 
     Call:
-        roi_features: ``[B, N, S, S, C]`` float32 (S static).
+        roi_features: ``[B, N, S, S, C]`` float32 (S static); classes: ``[B, N]`` int32 or None,
+        accepted for the mask-head contract and unused (every class's channel is computed).
 
     Returns:
         ``[B, N, 2S, 2S, K or 1]`` float32 mask logits, box-relative (see ``ops.masks``).
@@ -67,7 +68,7 @@ class MLPMaskHead(keras.layers.Layer):
         )
         self.predictor.build((None, dim))
 
-    def call(self, roi_features, training=None):
+    def call(self, roi_features, training=None, classes=None):
         ops = keras.ops
         shape = ops.shape(roi_features)
         x = ops.reshape(roi_features, (-1, shape[2] * shape[3] * shape[4]))

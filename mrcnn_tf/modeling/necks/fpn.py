@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import keras
 
+from mrcnn_tf.modeling.base import FeatureSpec, Neck
 from mrcnn_tf.modeling.layers import PaddedConv2D, check_conv_algorithm, conv3x3, strided_size, xavier_fill
 from mrcnn_tf.registries import NECKS
 
 
 @NECKS.register(aliases=("fpn",))
-class FPN(keras.layers.Layer):
+class FPN(Neck):
     """FPN: lateral 1×1 convs, top-down nearest-neighbour upsampling and sum, 3×3 output convs.
 
     ``P_k = conv3x3(lateral_k(C_k) + upsample2x(top-down_{k+1}))`` for k = 2..5, and
@@ -64,15 +67,20 @@ class FPN(keras.layers.Layer):
             for k in self.input_levels
         }
 
-    @property
-    def output_strides(self) -> dict[str, int]:
-        """Stride of each output level relative to the input image."""
-        return {f"P{k}": 2**k for k in range(self.min_level, self.max_level + 1)}
+    def output_levels(self) -> list[str]:
+        return [f"P{k}" for k in range(self.min_level, self.max_level + 1)]
 
-    @property
-    def output_channels(self) -> dict[str, int]:
-        """Channels of each output level."""
-        return {f"P{k}": self.num_channels for k in range(self.min_level, self.max_level + 1)}
+    def output_specs(self, input_specs: Mapping[str, FeatureSpec]) -> dict[str, FeatureSpec]:
+        """``P{min_level}..P{max_level}``, ``num_channels`` each; needs ``C{min_level}..C5``."""
+        self._check_inputs(input_specs)
+        wrong = {
+            f"C{k}": input_specs[f"C{k}"].stride
+            for k in self.input_levels
+            if input_specs[f"C{k}"].stride != 2**k
+        }
+        if wrong:
+            raise ValueError(f"FPN needs C{{k}} at stride 2**k; the backbone gives strides {wrong}")
+        return {name: FeatureSpec(self.num_channels, 2 ** int(name[1:])) for name in self.output_levels()}
 
     def _check_inputs(self, inputs) -> None:
         missing = [f"C{k}" for k in self.input_levels if f"C{k}" not in inputs]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import keras
+from collections.abc import Mapping
 
+from mrcnn_tf.modeling.base import FeatureSpec, Neck
 from mrcnn_tf.registries import NECKS
 
 
 @NECKS.register()
-class IdentityNeck(keras.layers.Layer):
+class IdentityNeck(Neck):
     """Rename the backbone's ``feature`` to ``P{level}``, unchanged.
 
     The paper's ResNet-C4 model runs the RPN and RoIAlign on C4 (stride 16); with this neck
@@ -30,9 +31,22 @@ class IdentityNeck(keras.layers.Layer):
         self.feature = feature
         self.level = int(level)
 
-    @property
-    def output_strides(self) -> dict[str, int]:
-        return {f"P{self.level}": 2**self.level}
+    def output_levels(self) -> list[str]:
+        return [f"P{self.level}"]
+
+    def output_specs(self, input_specs: Mapping[str, FeatureSpec]) -> dict[str, FeatureSpec]:
+        """``{"P{level}": the spec of feature}``; its stride must be ``2**level``."""
+        if self.feature not in input_specs:
+            raise ValueError(
+                f"IdentityNeck passes on '{self.feature}', but the backbone gives {sorted(input_specs)}"
+            )
+        spec = input_specs[self.feature]
+        if spec.stride != 2**self.level:
+            raise ValueError(
+                f"IdentityNeck level {self.level} means stride {2**self.level}, but the backbone's "
+                f"'{self.feature}' is at stride {spec.stride}; set neck.level to log2 of it"
+            )
+        return {f"P{self.level}": spec}
 
     def call(self, inputs):
         if self.feature not in inputs:

@@ -30,9 +30,6 @@ class FCBoxHead(keras.layers.Layer):
         ``{"logits": [B, N, K + 1], "deltas": [B, N, K or 1, 4], "features": [B, N, fc_dim]}``.
     """
 
-    #: The mask head reads its own RoI features (unlike the C4 head's shared res5 features).
-    shares_roi_features = False
-
     def __init__(
         self,
         num_classes: int,

@@ -15,7 +15,8 @@ class Res5BoxHead(keras.layers.Layer):
     """The ResNet's fifth stage run per RoI (stride 2: 14×14 RoIs -> 7×7), average-pooled.
 
     In the paper's ResNet-C4 model the backbone stops at res4 and res5 becomes the RoI head;
-    the mask head then reads these res5 features (``shares_roi_features``), so res5 runs once
+    the mask head then reads these res5 features (a model with no ``mask_roi_aligner`` calls
+    ``extract``), so res5 runs once
     per RoI for both heads, as in Detectron2's ``Res5ROIHeads``.
 
     Args:
@@ -32,8 +33,6 @@ class Res5BoxHead(keras.layers.Layer):
         ``{"logits": [B, N, K + 1], "deltas": [B, N, K or 1, 4],
         "features": [B, N, S/2, S/2, C5]}``: the res5 maps, for the mask head.
     """
-
-    shares_roi_features = True
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 import keras
 import tensorflow as tf
@@ -12,7 +12,7 @@ from mrcnn_tf.ops import sampling
 from mrcnn_tf.registries import ROI_SAMPLERS
 
 
-@ROI_SAMPLERS.register()
+@ROI_SAMPLERS.register(injected=("box_coder",))
 class RoISampler(keras.layers.Layer):
     """Sample ``num_samples`` RoIs per image (512) with up to ``positive_fraction`` (25%) positives.
 
@@ -25,7 +25,8 @@ class RoISampler(keras.layers.Layer):
     Args:
         num_samples, positive_fraction, positive_threshold, negative_threshold, add_gt_boxes:
             see above.
-        box_weights: delta weights of the box targets, ``(10, 10, 5, 5)``; the detector decodes
+        box_coder: the :class:`~mrcnn_tf.ops.boxes.BoxCoder` of the box targets (``(10, 10, 5, 5)``);
+            the builder passes the detection generator's, which decodes
             the box head's output with the same weights.
 
     Call:
@@ -45,7 +46,7 @@ class RoISampler(keras.layers.Layer):
         positive_threshold: float = 0.5,
         negative_threshold: float = 0.5,
         add_gt_boxes: bool = True,
-        box_weights: Sequence[float] = box_ops.BOX_HEAD_WEIGHTS,
+        box_coder: box_ops.BoxCoder | Mapping | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -61,7 +62,7 @@ class RoISampler(keras.layers.Layer):
         self.positive_threshold = float(positive_threshold)
         self.negative_threshold = float(negative_threshold)
         self.add_gt_boxes = bool(add_gt_boxes)
-        self.box_weights = tuple(float(w) for w in box_weights)
+        self.box_coder = box_ops.BoxCoder.coerce(box_coder, box_ops.BOX_HEAD_WEIGHTS)
 
     @property
     def max_positives(self) -> int:
@@ -86,7 +87,7 @@ class RoISampler(keras.layers.Layer):
         rois = tf.gather(boxes, indices, batch_dims=1)
         matched = tf.gather(matched, indices, batch_dims=1)
         classes = tf.where(positive, tf.gather(gt_classes, matched, batch_dims=1), 0)
-        targets = box_ops.encode_boxes(tf.gather(gt_boxes, matched, batch_dims=1), rois, self.box_weights)
+        targets = self.box_coder.encode(tf.gather(gt_boxes, matched, batch_dims=1), rois)
         targets = tf.where(positive[..., None], targets, 0.0)
         return {
             "rois": tf.stop_gradient(rois),
@@ -105,6 +106,6 @@ class RoISampler(keras.layers.Layer):
             positive_threshold=self.positive_threshold,
             negative_threshold=self.negative_threshold,
             add_gt_boxes=self.add_gt_boxes,
-            box_weights=list(self.box_weights),
+            box_coder=self.box_coder.get_config(),
         )
         return config

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 import keras
 import tensorflow as tf
@@ -12,7 +12,7 @@ from mrcnn_tf.ops import sampling
 from mrcnn_tf.registries import ANCHOR_LABELERS
 
 
-@ANCHOR_LABELERS.register()
+@ANCHOR_LABELERS.register(injected=("box_coder",))
 class AnchorLabeler(keras.layers.Layer):
     """Objectness and box targets for a random, balanced sample of anchors per image.
 
@@ -25,7 +25,8 @@ class AnchorLabeler(keras.layers.Layer):
     Args:
         positive_threshold, negative_threshold, allow_low_quality_matches, num_samples,
         positive_fraction: see above.
-        box_weights: delta weights for the targets; must equal the proposal generator's.
+        box_coder: the :class:`~mrcnn_tf.ops.boxes.BoxCoder` of the targets (``(1, 1, 1, 1)``);
+            the builder passes the proposal generator's, so that both use the same.
 
     Call:
         anchors: ``[N, 4]`` float32 ``[y1, x1, y2, x2]`` input pixels (all levels, concatenated).
@@ -44,7 +45,7 @@ class AnchorLabeler(keras.layers.Layer):
         allow_low_quality_matches: bool = True,
         num_samples: int = 256,
         positive_fraction: float = 0.5,
-        box_weights: Sequence[float] = box_ops.RPN_WEIGHTS,
+        box_coder: box_ops.BoxCoder | Mapping | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -60,7 +61,7 @@ class AnchorLabeler(keras.layers.Layer):
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
         self.num_samples = int(num_samples)
         self.positive_fraction = float(positive_fraction)
-        self.box_weights = tuple(float(w) for w in box_weights)
+        self.box_coder = box_ops.BoxCoder.coerce(box_coder, box_ops.RPN_WEIGHTS)
 
     def call(self, anchors, gt_boxes, gt_valid, seeds=None):
         gt_boxes = tf.cast(gt_boxes, tf.float32)
@@ -75,7 +76,7 @@ class AnchorLabeler(keras.layers.Layer):
         )
         sampled_anchors = tf.gather(tf.cast(anchors, tf.float32), indices)
         matched_gt = tf.gather(gt_boxes, tf.gather(matched, indices, batch_dims=1), batch_dims=1)
-        targets = box_ops.encode_boxes(matched_gt, sampled_anchors, self.box_weights)
+        targets = self.box_coder.encode(matched_gt, sampled_anchors)
         targets = tf.where(positive[..., None], targets, 0.0)
         return {"indices": indices, "positive": positive, "valid": valid, "box_targets": targets}
 
@@ -87,6 +88,6 @@ class AnchorLabeler(keras.layers.Layer):
             allow_low_quality_matches=self.allow_low_quality_matches,
             num_samples=self.num_samples,
             positive_fraction=self.positive_fraction,
-            box_weights=list(self.box_weights),
+            box_coder=self.box_coder.get_config(),
         )
         return config

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 import keras
 import tensorflow as tf
@@ -14,12 +14,12 @@ from mrcnn_tf.registries import PROPOSAL_GENERATORS
 _REMOVED = -1e9
 
 
-@PROPOSAL_GENERATORS.register()
+@PROPOSAL_GENERATORS.register(injected=("box_coder",))
 class ProposalGenerator(keras.layers.Layer):
     """Turn RPN logits and deltas into a fixed number of proposals per image.
 
     On each level: the ``pre_nms_topk`` highest-scoring anchors, their boxes decoded
-    (weights ``box_weights``) and clipped to the image, boxes with a side ``<= min_size``
+    (with ``box_coder``) and clipped to the image, boxes with a side ``<= min_size``
     removed, then NMS at ``nms_iou_threshold`` (levels are suppressed independently, as
     Detectron2's ``batched_nms`` by level does). The ``post_nms_topk`` best of all levels
     are kept. Defaults: pre 2000 / post 1000 in training, 1000 / 1000 at test (Detectron2's
@@ -30,12 +30,14 @@ class ProposalGenerator(keras.layers.Layer):
             above.
         nms_iou_threshold: 0.7 in the papers.
         min_size: minimum box side in input pixels (0 removes only empty boxes).
-        box_weights: delta weights ``(wy, wx, wh, ww)``; ``(1, 1, 1, 1)`` for the RPN.
+        box_coder: a :class:`~mrcnn_tf.ops.boxes.BoxCoder` (weights ``(1, 1, 1, 1)`` for the RPN);
+            the builder passes the anchor labeler's, so that both use the same.
 
     Call:
         objectness: ``{"P2": [B, N2], ...}`` logits; deltas: ``{"P2": [B, N2, 4], ...}``;
         anchors: ``{"P2": [N2, 4], ...}`` ``[y1, x1, y2, x2]`` input pixels;
-        image_size: ``[B, 2]`` float32 (height, width) of each image before padding.
+        image_size: ``[B, 2]`` float32 (height, width) of each image before padding;
+        post_nms_topk: optional int, fewer proposals than configured for this call only.
 
     Returns:
         ``(boxes [B, P, 4], scores [B, P], valid [B, P])``: float32 ``[y1, x1, y2, x2]``
@@ -51,7 +53,7 @@ class ProposalGenerator(keras.layers.Layer):
         post_nms_topk_test: int = 1000,
         nms_iou_threshold: float = 0.7,
         min_size: float = 0.0,
-        box_weights: Sequence[float] = box_ops.RPN_WEIGHTS,
+        box_coder: box_ops.BoxCoder | Mapping | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -68,7 +70,7 @@ class ProposalGenerator(keras.layers.Layer):
         self.post_nms_topk_test = int(post_nms_topk_test)
         self.nms_iou_threshold = float(nms_iou_threshold)
         self.min_size = float(min_size)
-        self.box_weights = tuple(float(w) for w in box_weights)
+        self.box_coder = box_ops.BoxCoder.coerce(box_coder, box_ops.RPN_WEIGHTS)
 
     def _level(self, logits, deltas, anchors, image_size, pre_k, post_k):
         if logits.shape[1] is None:  # image size unknown when traced: pad to pre_k entries
@@ -80,9 +82,7 @@ class ProposalGenerator(keras.layers.Layer):
         else:
             k = min(pre_k, logits.shape[1])
         scores, index = tf.math.top_k(logits, k=k)
-        boxes = box_ops.decode_boxes(
-            tf.gather(deltas, index, batch_dims=1), tf.gather(anchors, index), self.box_weights
-        )
+        boxes = self.box_coder.decode(tf.gather(deltas, index, batch_dims=1), tf.gather(anchors, index))
         boxes = box_ops.clip_boxes(boxes, image_size)
         heights = boxes[..., 2] - boxes[..., 0]
         widths = boxes[..., 3] - boxes[..., 1]
@@ -105,9 +105,11 @@ class ProposalGenerator(keras.layers.Layer):
         kept = tf.where(slots < num_kept[:, None], kept, _REMOVED)  # padding slots repeat index 0
         return tf.gather(boxes, keep, batch_dims=1), kept
 
-    def call(self, objectness, deltas, anchors, image_size, training=None):
+    def call(self, objectness, deltas, anchors, image_size, training=None, post_nms_topk=None):
         pre_k = self.pre_nms_topk_train if training else self.pre_nms_topk_test
         post_k = self.post_nms_topk_train if training else self.post_nms_topk_test
+        if post_nms_topk is not None:  # a smaller count for this call only (the detector's build)
+            post_k = min(post_k, int(post_nms_topk))
         all_boxes, all_scores = [], []
         for key in sorted(objectness, key=lambda k: int(k[1:])):
             boxes, scores = self._level(
@@ -143,6 +145,6 @@ class ProposalGenerator(keras.layers.Layer):
             post_nms_topk_test=self.post_nms_topk_test,
             nms_iou_threshold=self.nms_iou_threshold,
             min_size=self.min_size,
-            box_weights=list(self.box_weights),
+            box_coder=self.box_coder.get_config(),
         )
         return config
