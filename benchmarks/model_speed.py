@@ -8,8 +8,8 @@
 
 Random weights, batch 1 unless the case says otherwise, 1000 test proposals and 100 detections
 (``model.detection_generator.score_threshold=0`` so that all 100 slots hold a detection and the
-mask head runs on 100 RoIs, as a trained model on a busy image would). Each case runs in a fresh process, so its
-first call includes all graph tracing and its peak resident memory is its own:
+mask head runs on 100 RoIs, as a trained model on a busy image would). Each case runs in a fresh
+process, so its first call includes all graph tracing and its peak resident memory is its own:
 
 - ``export_<S>``: ``mrcnn-tf export`` of the config (in-graph resize to ``S``; exported once
   beforehand in another process), then ``tf.saved_model.load`` and the ``serving_default``
