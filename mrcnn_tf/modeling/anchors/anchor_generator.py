@@ -17,7 +17,8 @@ class AnchorGenerator(keras.layers.Layer):
     On level ``k`` (stride ``s``, ``2**k`` unless ``strides`` says otherwise) the anchor
     centres are ``((y + offset) * s, (x + offset) * s)`` for every feature cell ``(y, x)``. With
     pixel i covering [i, i+1), cell y covers input rows [y*s, (y+1)*s), so ``offset=0.5`` (our
-    default, as in TF Model Garden) centres the anchors on their cells; ``offset=0.0`` reproduces Detectron2's default.
+    default, as in TF Model Garden) centres the anchors on their cells; ``offset=0.0`` reproduces
+    Detectron2's default.
 
     An anchor of size ``a`` (times each scale) and aspect ratio ``r = height / width`` has area
     ``a**2``: ``w = a / sqrt(r)``, ``h = a * sqrt(r)`` (no "+1" in widths).
