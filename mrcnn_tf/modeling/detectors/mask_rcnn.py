@@ -196,7 +196,7 @@ class MaskRCNN(keras.Model):
             raise ValueError(f"MaskRCNN num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.shares_roi_features = mask_roi_aligner is None
-        if self.shares_roi_features and not hasattr(box_head, "extract"):
+        if self.shares_roi_features and not callable(getattr(box_head, "extract", None)):
             raise ValueError(
                 f"MaskRCNN has no mask_roi_aligner, so the mask head reads the box head's RoI "
                 f"features, but {type(box_head).__name__} has no extract(); give a mask_roi_aligner"
@@ -292,6 +292,12 @@ class MaskRCNN(keras.Model):
         if self.shares_roi_features:
             if box_features is None:
                 box_features = self.box_head.extract(self.box_roi_aligner(pyramid, boxes), training=False)
+            if box_features.shape.rank != 5:
+                raise ValueError(
+                    f"MaskRCNN has no mask_roi_aligner, so the mask head reads the box head's RoI "
+                    f"features, but {type(self.box_head).__name__} gives {box_features.shape.rank - 2}-d "
+                    "vectors per RoI, not maps: give a mask_roi_aligner"
+                )
             return box_features
         return self.mask_roi_aligner(pyramid, boxes)
 
