@@ -132,7 +132,7 @@ def check_sections(cfg: Mapping[str, Any]) -> None:
         "runtime": RuntimeSettings,
     }
     for name, cls in sections.items():
-        check_section(cfg.get(name), cls, name)
+        constructed(cls, cfg.get(name), name)  # keys, types, ranges, then the class's own checks
     data = cfg.get("data")
     if data is None:
         return
@@ -143,7 +143,7 @@ def check_sections(cfg: Mapping[str, Any]) -> None:
         {"num_classes": (1, None)},
         "data",
     )
-    check_section(data.get("pipeline"), InputPipeline, "data.pipeline")
+    constructed(InputPipeline, data.get("pipeline"), "data.pipeline")
 
 
 def constructed(cls: Callable[..., Any], section: Mapping[str, Any] | None, prefix: str) -> Any:

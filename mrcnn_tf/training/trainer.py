@@ -8,16 +8,17 @@ the learning-rate schedule and the data order continue where they stopped), and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from mrcnn_tf.training import workdir as run_files
-from mrcnn_tf.training.settings import EvalSettings, TrainSettings
+from mrcnn_tf.training.settings import EvalSettings, RuntimeSettings, TrainSettings
 from registry.errors import ConfigError, UserError
 
 
@@ -58,10 +59,29 @@ def build_optimizer(cfg: Mapping[str, Any], settings: TrainSettings, global_batc
     return optimizer
 
 
-def _set_precision(settings: TrainSettings) -> None:
-    import keras
+@contextlib.contextmanager
+def process_settings(mixed_precision: str | None, deterministic: bool) -> Iterator[None]:
+    """Set Keras's dtype policy and TensorFlow's op determinism for a run; restore both after.
 
-    keras.config.set_dtype_policy(settings.mixed_precision or "float32")
+    Both are process-wide: a library call must not leave them changed behind the caller.
+    """
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # the public API has no getter
+
+    policy = keras.config.dtype_policy()
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    keras.config.set_dtype_policy(mixed_precision or "float32")
+    if deterministic and not was_deterministic:
+        # TensorFlow's CPU and GPU kernels are not bit-reproducible run to run without this
+        # (measured: 1e-3 apart after 4 steps of the tiny test model); it costs some speed.
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
+        if deterministic and not was_deterministic:
+            tf_config.disable_op_determinism()
 
 
 def train(
@@ -89,6 +109,13 @@ def train(
             last good checkpoint.
         UserError: a finished run in ``workdir`` without ``overwrite``, bad config or data.
     """
+    settings = TrainSettings.from_config(cfg)
+    runtime = RuntimeSettings.from_config(cfg)
+    with process_settings(settings.mixed_precision, runtime.deterministic):
+        return _train(cfg, workdir, overwrite=overwrite, verbose=verbose, strategy=strategy)
+
+
+def _train(cfg, workdir, *, overwrite, verbose, strategy) -> dict:
     import keras
     import tensorflow as tf
 
@@ -101,9 +128,9 @@ def train(
     from mrcnn_tf.training.strategy import build_strategy, is_chief
     from registry.config import dump_config
 
-    runtime = dict(cfg.get("runtime") or {})
+    runtime = RuntimeSettings.from_config(cfg)
     if strategy is None:
-        strategy = build_strategy(runtime.get("strategy", "auto"))
+        strategy = build_strategy(runtime.strategy)
     settings = TrainSettings.from_config(cfg)
     eval_settings = EvalSettings.from_config(cfg)
     workdir = Path(workdir)
@@ -118,12 +145,7 @@ def train(
     if chief:
         train_data.category_map.save(workdir / "label_map.json")
 
-    _set_precision(settings)
-    keras.utils.set_random_seed(int(runtime.get("seed", 0)))
-    if runtime.get("deterministic"):
-        # TensorFlow's CPU and GPU kernels are not bit-reproducible run to run without this
-        # (measured: 1e-3 apart after 4 steps of the tiny test model); it costs some speed.
-        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(runtime.seed)
     with strategy.scope():
         model = build_model(cfg)
         blockers = model.xla_blockers() if settings.jit_compile and hasattr(model, "xla_blockers") else []

@@ -203,7 +203,7 @@ def test_migration_refuses_contradicting_old_and_new_keys():
             "detection_generator": {"type": "DetectionGenerator", "max_detections": 7},
         }
     }
-    with pytest.raises(ConfigError, match="detection_generator.max_detections is 7"):
+    with pytest.raises(ConfigError, match=r"detection_generator\.max_detections is 7"):
         migrate_config(cfg)
     cfg = {
         "model": {
