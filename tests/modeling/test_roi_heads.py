@@ -66,16 +66,49 @@ def test_fc_box_head_matches_dense_reference():
     assert FCBoxHead(num_classes=3, class_agnostic=True)(x)["deltas"].shape == (2, 3, 1, 4)
 
 
-def test_res5_box_head_halves_the_roi_and_pools():
-    x = np.random.default_rng(2).normal(size=(1, 2, 14, 14, 8)).astype(np.float32)
-    head = Res5BoxHead(num_classes=2, depth=18)
-    out = head(x)
-    assert out["features"].shape == (1, 2, 7, 7, 512) and hasattr(head, "extract")
-    pooled = out["features"].numpy().mean(axis=(2, 3)).astype(np.float64)
-    cls = head.predictor.cls_score
-    np.testing.assert_allclose(
-        out["logits"].numpy(), pooled @ cls.kernel.numpy() + cls.bias.numpy(), atol=1e-4
+def _frozen_bn(x, norm):
+    scale = norm.gamma.numpy() / np.sqrt(norm.moving_variance.numpy() + norm.epsilon)
+    return (x - norm.moving_mean.numpy()) * scale + norm.beta.numpy()
+
+
+def _basic_block_reference(x, block):
+    """A ResNet basic block in float64: conv3x3(stride)-BN-ReLU-conv3x3-BN + shortcut, ReLU."""
+    stride = block.strides
+    h = numpy_ref.relu(
+        _frozen_bn(numpy_ref.conv2d(x, block.convs[0].kernel.numpy(), stride=stride, pad=1), block.norms[0])
     )
+    h = _frozen_bn(numpy_ref.conv2d(h, block.convs[1].kernel.numpy(), pad=1), block.norms[1])
+    shortcut = x
+    if block.shortcut is not None:
+        shortcut = _frozen_bn(
+            numpy_ref.conv2d(x, block.shortcut.kernel.numpy(), stride=stride), block.shortcut_norm
+        )
+    return numpy_ref.relu(h + shortcut)
+
+
+def test_res5_box_head_matches_a_float64_res5_stage_and_pools():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1, 2, 14, 14, 8)).astype(np.float32)
+    head = Res5BoxHead(num_classes=2, depth=18)
+    head.build(x.shape)
+    for w in head.weights:  # non-trivial frozen batch norm statistics
+        if w.path.endswith(("gamma", "moving_variance")):
+            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(np.float32))
+        elif w.path.endswith(("beta", "moving_mean")):
+            w.assign(rng.normal(0, 0.2, w.shape).astype(np.float32))
+    out = head(x)
+    h = x[0].astype(np.float64)  # the two RoIs as a batch
+    for block in head.blocks:
+        h = _basic_block_reference(h, block)
+    assert h.shape == (2, 7, 7, 512)
+    np.testing.assert_allclose(out["features"].numpy()[0], h, rtol=1e-4, atol=1e-4 * np.abs(h).max())
+    cls, box = head.predictor.cls_score, head.predictor.bbox_pred
+    pooled = h.mean(axis=(1, 2))
+    np.testing.assert_allclose(
+        out["logits"].numpy()[0], pooled @ cls.kernel.numpy() + cls.bias.numpy(), atol=1e-4
+    )
+    deltas = (pooled @ box.kernel.numpy() + box.bias.numpy()).reshape(2, 2, 4)
+    np.testing.assert_allclose(out["deltas"].numpy()[0], deltas, atol=1e-4)
 
 
 def deconv_reference(x, kernel, bias):
@@ -104,6 +137,34 @@ def test_fcn_mask_head_matches_conv_and_deconv_reference():
     picked = head(x, classes=np.array([[3, 0]], np.int32)).numpy()
     assert picked.shape == (1, 2, 10, 10, 1)
     np.testing.assert_allclose(picked[0, :, ..., 0], [logits[0, ..., 2], logits[1, ..., 0]], atol=1e-5)
+
+
+def bilinear_2x_reference(x):
+    """2× bilinear resize with half-pixel centres, edges clamped (TF/PyTorch align_corners=False)."""
+    x = x.astype(np.float64)
+    for axis in (1, 2):
+        n = x.shape[axis]
+        pos = np.clip((np.arange(2 * n) + 0.5) / 2 - 0.5, 0, n - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        frac = (pos - lo).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+        x = np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, hi, axis=axis) * frac
+    return x
+
+
+def test_bilinear_mask_head_matches_resize_then_conv_reference():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(1, 2, 5, 5, 4)).astype(np.float32)
+    head = UpsampleMaskHead(num_classes=3, num_convs=1, conv_dim=6)
+    out = head(x).numpy()
+    h = numpy_ref.relu(
+        numpy_ref.conv2d(x[0], head.tower.convs[0].kernel.numpy(), head.tower.convs[0].bias.numpy(), pad=1)
+    )
+    h = bilinear_2x_reference(h)
+    h = numpy_ref.relu(numpy_ref.conv2d(h, head.upsampler.kernel.numpy(), head.upsampler.bias.numpy(), pad=1))
+    logits = numpy_ref.conv2d(h, head.predictor.kernel.numpy(), head.predictor.bias.numpy())
+    assert out.shape == (1, 2, 10, 10, 3)
+    np.testing.assert_allclose(out[0], logits, atol=1e-5)
 
 
 @pytest.mark.parametrize("cls", [FCNMaskHead, UpsampleMaskHead])
