@@ -111,6 +111,11 @@ class PaddedConv2D(keras.layers.Conv2D):
     Keras ``padding="same"`` pads more on the bottom/right for stride 2; symmetric padding
     (PyTorch's) keeps feature maps aligned with torchvision and Detectron2 checkpoints.
     Input ``[B, H, W, C]``; output ``[B, ceil(H / s), ceil(W / s), filters]`` for odd kernels.
+
+    A strided 1×1 convolution (the ResNet shortcuts) is computed as a 1×1 convolution of
+    ``x[:, ::s, ::s]``: the same numbers, and it avoids oneDNN's strided 1×1 filter gradient,
+    which corrupts the heap on TF 2.21 CPUs for 8 input channels (``double free or
+    corruption``, process abort; reproduced with a bare ``tf.nn.conv2d`` on ``[1, 32, 32, 8]``).
     """
 
     def __init__(self, filters: int, kernel_size: int, **kwargs):
@@ -124,11 +129,21 @@ class PaddedConv2D(keras.layers.Conv2D):
             self.dilation_rate[1] * (self.kernel_size[1] // 2),
         )
 
+    def subsamples(self) -> bool:
+        """Whether this is a strided 1×1 convolution, computed on ``x[:, ::s, ::s]``."""
+        return tuple(self.kernel_size) == (1, 1) and tuple(self.strides) != (1, 1)
+
     def call(self, inputs):
         py, px = self._pads()
         if py or px:
             inputs = keras.ops.pad(inputs, [[0, 0], [py, py], [px, px], [0, 0]])
-        return super().call(inputs)
+        if not self.subsamples():
+            return super().call(inputs)
+        sy, sx = self.strides
+        y = keras.ops.conv(inputs[:, ::sy, ::sx, :], self.kernel, strides=1, padding="valid")
+        if self.use_bias:
+            y = y + self.bias
+        return self.activation(y) if self.activation is not None else y
 
     def compute_output_shape(self, input_shape):
         py, px = self._pads()
@@ -238,10 +253,13 @@ def conv_norm(conv: keras.layers.Layer, norm: keras.layers.Layer, x, training=No
     scale, offset = norm.scale_offset()
     kernel = keras.ops.cast(conv.kernel * scale, x.dtype)
     py, px = conv._pads()
+    strides = conv.strides
+    if conv.subsamples():  # see PaddedConv2D
+        x, strides = x[:, :: strides[0], :: strides[1], :], (1, 1)
     y = tf.nn.conv2d(
         x,
         kernel,
-        strides=conv.strides,
+        strides=strides,
         padding=[[0, 0], [py, py], [px, px], [0, 0]] if (py or px) else "VALID",
         dilations=conv.dilation_rate,
     )

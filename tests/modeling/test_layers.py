@@ -223,3 +223,36 @@ def test_conv_algorithm_is_checked_by_name():
     message = "unknown conv_algorithm 'fast'; choose one of auto, direct, winograd"
     with pytest.raises(ValueError, match=message):
         check_conv_algorithm("fast")
+
+
+def test_strided_1x1_conv_gradient_is_right_where_onednn_corrupts_the_heap(tmp_path):
+    """TF 2.21's oneDNN filter gradient of a strided 1×1 conv with 8 input channels aborts the
+    process (``double free or corruption``); PaddedConv2D subsamples and runs a 1×1 stride-1
+    conv instead. Run in a child process, so that a regression fails this test, not the run."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, tensorflow as tf
+from mrcnn_tf.modeling.layers import PaddedConv2D
+rng = np.random.default_rng(0)
+x = tf.constant(rng.normal(size=(1, 32, 32, 8)).astype("float32"))
+r = tf.constant(rng.normal(size=(1, 16, 16, 16)).astype("float32"))
+conv = PaddedConv2D(16, 1, strides=2, use_bias=False)
+conv.build(x.shape)
+@tf.function
+def step():
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(conv(x) * r)
+    return tape.gradient(loss, conv.kernel)
+for _ in range(5):
+    grad = step()
+np.savez(OUT, x=x.numpy(), r=r.numpy(), grad=grad.numpy())
+""".replace("OUT", repr(str(tmp_path / "grad.npz")))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = np.load(tmp_path / "grad.npz")
+    want = np.einsum("bhwc,bhwk->ck", data["x"][:, ::2, ::2].astype(np.float64), data["r"].astype(np.float64))
+    np.testing.assert_allclose(data["grad"][0, 0], want, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,143 @@
+"""Every script in ``benchmarks/`` runs end to end at a tiny size (a benchmark no test runs rots).
+
+The numbers are not checked (no timed tests); what is checked is that each script finishes,
+prints its table, and writes what it says it writes. ``benchmarks/peers/*`` run inside the
+peers' own virtual environments (TF Model Garden, torchvision) that ``model_speed.py --peers``
+creates; they are not run here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+RUN = ROOT / "tests" / "fixtures" / "round_one_run"
+#: A tiny R18-FPN: every script accepts these as overrides.
+TINY = [
+    "model.backbone.width=8",
+    "model.neck.num_channels=16",
+    "model.box_head.fc_dim=32",
+    "model.mask_head.conv_dim=8",
+]
+
+pytestmark = pytest.mark.slow
+
+
+def run(script: str, *args: str, timeout: int = 600) -> str:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    assert out.returncode == 0, f"{script} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    assert "Traceback" not in out.stderr
+    return out.stdout
+
+
+def test_every_benchmark_script_is_covered_here():
+    scripts = sorted(p.name for p in BENCH.glob("*.py"))
+    covered = {
+        "model_speed.py",
+        "profile_inference.py",
+        "model_zoo.py",
+        "data_pipeline.py",
+        "bf16_accuracy.py",
+    }
+    assert set(scripts) == covered, f"add a tiny run of {set(scripts) - covered} to this file"
+
+
+def test_model_speed_runs_inference_training_and_export_cases(tmp_path):
+    sets = [a for s in TINY for a in ("--set", s)]
+    record = tmp_path / "speed.json"
+    out = run(
+        "model_speed.py",
+        "--config",
+        "mask_rcnn_r18_fpn_synthetic",
+        "--cases",
+        "keras_64",
+        "train_64_b1",
+        "export_64",
+        "--repeat",
+        "1",
+        "--json",
+        str(record),
+        *sets,
+    )
+    assert "keras_64" in out and "train_64_b1" in out and "export_64" in out
+    results = json.loads(record.read_text())["results"]
+    assert [r["case"] for r in results] == ["keras_64", "train_64_b1", "export_64"]
+    assert all(r["median_s"] > 0 and r["peak_rss_mb"] > 0 for r in results)
+
+
+def test_profile_inference_times_every_stage():
+    sets = [a for s in TINY for a in ("--set", s)]
+    out = run(
+        "profile_inference.py",
+        "--config",
+        "mask_rcnn_r18_fpn_synthetic",
+        "--size",
+        "64",
+        "--repeat",
+        "1",
+        *sets,
+    )
+    for stage in ("backbone", "FPN", "RPN head", "decode + per-class NMS", "mask head", "whole model call"):
+        assert stage in out, out
+
+
+def test_model_zoo_prints_a_row_per_config(tmp_path):
+    record = tmp_path / "zoo.json"
+    out = run(
+        "model_zoo.py",
+        "--configs",
+        "mask_rcnn_r18_fpn_synthetic",
+        "--size",
+        "64",
+        "--repeat",
+        "1",
+        "--json",
+        str(record),
+    )
+    assert "| mask_rcnn_r18_fpn_synthetic |" in out
+    assert json.loads(record.read_text())[0]["parameters"] > 0
+
+
+def test_data_pipeline_measures_every_case(tmp_path):
+    out = run(
+        "data_pipeline.py",
+        "--image-size=64",
+        "--instances=2",
+        "--num-images=4",
+        "--batch=2",
+        "--batches=1",
+        "--warmup=0",
+        "--train-config=mask_rcnn_r18_fpn_synthetic",
+        f"--root={tmp_path}",
+    )
+    for case in ("coco", "tfrecord", "train"):
+        assert f"{case}:" in out and "images/s" in out, out
+
+
+def test_bf16_accuracy_evaluates_a_run_directory_twice():
+    out = run(
+        "bf16_accuracy.py",
+        "--config",
+        str(RUN / "config.yaml"),
+        "--weights",
+        str(RUN),
+        "--set",
+        "data.val.num_images=2",
+    )
+    assert "| bbox float32 |" in out and "| segm bfloat16 − float32 |" in out
