@@ -110,8 +110,8 @@ def test_model_zoo_prints_a_row_per_config(tmp_path):
         "--json",
         str(record),
     )
-    assert "| mask_rcnn_r18_fpn_synthetic |" in out
-    assert json.loads(record.read_text())[0]["parameters"] > 0
+    assert "| `mask_rcnn_r18_fpn_synthetic` | ResNet-18 |" in out
+    assert json.loads(record.read_text())[0]["params_m"] > 1.0
 
 
 def test_data_pipeline_measures_every_case(tmp_path):
