@@ -22,7 +22,7 @@ import json, sys
 import keras
 policy, config, weights, out = sys.argv[1:5]
 keras.mixed_precision.set_global_policy(policy)
-from mrcnn_tf.cli_train import model_with_weights
+from mrcnn_tf.cli_common import model_with_weights
 from mrcnn_tf.config import load_config
 from mrcnn_tf.data.builder import build_dataset, build_input_pipeline
 from mrcnn_tf.evaluation.evaluator import CocoEvaluator

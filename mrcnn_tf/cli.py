@@ -13,9 +13,10 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from mrcnn_tf import __version__
+from mrcnn_tf.cli_common import config_overrides
 from mrcnn_tf.cli_data import add_data_commands
 from mrcnn_tf.cli_predict import add_predict_command
-from mrcnn_tf.cli_train import add_train_commands, config_overrides
+from mrcnn_tf.cli_train import add_train_commands
 from registry.errors import UserError
 
 EXIT_USER_ERROR = 2

@@ -29,7 +29,7 @@ def _dataset_from_args(args: argparse.Namespace, *, strict: bool):
         ), None
     if not args.config:
         raise UserError("name the dataset: --annotations FILE --images DIR, or --config CONFIG")
-    from mrcnn_tf.cli_train import config_overrides
+    from mrcnn_tf.cli_common import config_overrides
     from mrcnn_tf.config import load_config
     from mrcnn_tf.data.builder import build_dataset
 

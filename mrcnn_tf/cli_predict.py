@@ -14,11 +14,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from registry.errors import UserError
 
     if bool(args.saved_model) == bool(args.config or args.weights):
-        raise UserError("pass either --saved-model DIR or --config CONFIG --weights W (not both)")
+        raise UserError("pass either --saved-model DIR or --weights W [--config CONFIG] (not both)")
     if args.config and not args.weights:
         raise UserError("--config needs --weights (a run directory or a .weights.h5 file)")
-    if args.weights and not args.config:
-        raise UserError("--weights needs --config (the config the weights were trained with)")
     if not 0.0 <= args.score_threshold <= 1.0:
         raise UserError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     out = Path(args.out)
@@ -52,15 +50,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predictor_from_config(args: argparse.Namespace):
-    from mrcnn_tf.cli_train import category_map_for, config_overrides, model_with_weights
-    from mrcnn_tf.config import load_config
+    from mrcnn_tf.cli_common import category_map_for, config_for, config_overrides, model_with_weights
     from mrcnn_tf.data.builder import build_input_pipeline
     from mrcnn_tf.export.predictor import Predictor
     from mrcnn_tf.export.saved_model import Preprocessing
 
-    cfg = load_config(args.config, config_overrides(args))
+    cfg = config_for(args.config, args.weights, config_overrides(args))
     category_map = category_map_for(cfg, args.weights)
-    model, loaded = model_with_weights(cfg, args.weights)
+    model, loaded = model_with_weights(cfg, args.weights, num_classes=category_map.num_classes)
     preprocess = Preprocessing.from_pipeline(build_input_pipeline(cfg))
     return Predictor.from_model(model, preprocess, category_map, source=loaded)
 
@@ -74,8 +71,8 @@ def add_predict_command(sub, common, overrides, with_framework) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_DIRS", help="image files or folders (recursive)")
     p.add_argument("--saved-model", help="an export of `mrcnn-tf export` (version dir or base path)")
-    p.add_argument("--config", help="a YAML file or bundled config name (with --weights)")
-    p.add_argument("--weights", help="a run directory or .weights.h5 file (with --config)")
+    p.add_argument("--weights", help="a run directory (its config.yaml is used) or a .weights.h5 file")
+    p.add_argument("--config", help="a YAML file or bundled config name (default: the run's config.yaml)")
     p.add_argument("--out", required=True, help="output folder for pictures and predictions.json")
     p.add_argument(
         "--score-threshold",

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
+from mrcnn_tf.cli_common import (
+    category_map_for,
+    config_for,
+    config_overrides,
+    model_with_weights,
+    synthetic_data_in,
+)
+
 __all__ = ["add_train_commands"]
-
-
-def config_overrides(args: argparse.Namespace) -> list[str]:
-    """The ``--set KEY=VALUE ...`` groups of a command line, flattened (empty without any)."""
-    return [v for group in (getattr(args, "set", None) or []) for v in group]
-
-
-def _synthetic_data_in(cfg: dict, workdir: str) -> None:
-    """Generate the synthetic dataset inside the workdir unless the config says where."""
-    for split in ("train", "val"):
-        spec = (cfg.get("data") or {}).get(split)
-        if isinstance(spec, dict) and spec.get("type") == "SyntheticDataset" and not spec.get("root"):
-            spec["root"] = os.path.join(workdir, "synthetic")
 
 
 def _print_metrics(metrics: dict | None, indent: str = "  ") -> None:
@@ -42,7 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.strategy:
         overrides.append(f"runtime.strategy={args.strategy}")
     cfg = load_config(args.config, overrides)
-    _synthetic_data_in(cfg, args.workdir)
+    synthetic_data_in(cfg, args.workdir)
     result = train(cfg, args.workdir, overwrite=args.overwrite)
     print(f"finished at step {result['step']}: weights {result['weights']}")
     _print_metrics(result["metrics"])
@@ -50,39 +44,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_with_weights(cfg: dict, weights: str):
-    from mrcnn_tf import build_model
-    from mrcnn_tf.training.workdir import load_weights
-
-    model = build_model(cfg)
-    model.build()
-    return model, load_weights(model, weights)
-
-
-def category_map_for(cfg: dict, weights: str):
-    """The class names and dataset ids of trained weights: the run's ``label_map.json`` next to
-    them, else the config's training dataset."""
-    from mrcnn_tf.data.builder import build_dataset
-    from mrcnn_tf.data.category_map import CategoryMap
-
-    path = Path(weights)
-    run_dir = path if path.is_dir() else path.parent
-    for folder in (run_dir, run_dir.parent):  # a run dir, final weights, or checkpoints/ckpt-N
-        if (folder / "label_map.json").is_file():
-            return CategoryMap.load(folder / "label_map.json")
-    _synthetic_data_in(cfg, str(run_dir))
-    return build_dataset(cfg, "train").category_map
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """COCO bbox and segm AP of trained weights on the config's validation set."""
-    from mrcnn_tf.config import load_config
     from mrcnn_tf.data.builder import build_dataset, build_input_pipeline
     from mrcnn_tf.evaluation.evaluator import CocoEvaluator
     from mrcnn_tf.training.settings import EvalSettings
     from registry.errors import UserError
 
-    cfg = load_config(args.config, config_overrides(args))
+    cfg = config_for(args.config, args.weights, config_overrides(args))
     out = Path(args.out)
     if (out / "metrics.json").exists() and not args.overwrite:
         raise UserError(f"{out / 'metrics.json'} already exists; choose another --out or pass --overwrite")
@@ -90,7 +59,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"the config has no data.{args.split} dataset to evaluate on")
     settings = EvalSettings.from_config(cfg)
     dataset = build_dataset(cfg, args.split)
-    model, loaded = model_with_weights(cfg, args.weights)
+    model, loaded = model_with_weights(cfg, args.weights, num_classes=dataset.num_classes)
     evaluator = CocoEvaluator(
         dataset,
         build_input_pipeline(cfg),
@@ -107,12 +76,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a SavedModel for TF Serving: OUT/<version>/ with two signatures and the label map."""
-    from mrcnn_tf.config import load_config
     from mrcnn_tf.data.builder import build_input_pipeline
     from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
     from registry.errors import UserError
 
-    cfg = load_config(args.config, config_overrides(args))
+    cfg = config_for(args.config, args.weights, config_overrides(args))
     base = Path(args.out)
     version = args.version
     if version is None:
@@ -121,8 +89,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = base / str(version)
     if target.exists():
         raise UserError(f"{target} already exists; pass another --version (nothing was overwritten)")
-    labels = category_map_for(cfg, args.weights).to_json()
-    model, loaded = model_with_weights(cfg, args.weights)
+    category_map = category_map_for(cfg, args.weights)
+    labels = category_map.to_json()
+    model, loaded = model_with_weights(cfg, args.weights, num_classes=category_map.num_classes)
     preprocess = Preprocessing.from_pipeline(build_input_pipeline(cfg))
     export_saved_model(model, target, preprocess, labels, paste_masks=args.paste_masks)
     print(f"weights: {loaded}")
@@ -148,7 +117,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides += [f"train.max_steps={args.steps}", f"train.steps_per_loop={args.steps}"]
     cfg = load_config(args.config, overrides)
-    _synthetic_data_in(cfg, args.workdir)
+    synthetic_data_in(cfg, args.workdir)
     workdir = Path(args.workdir)
     started = time.perf_counter()
     print(f"mrcnn-tf demo: {args.config} in {workdir}")
@@ -202,7 +171,9 @@ def add_train_commands(sub, common, overrides, parser_class, with_framework) -> 
     p.set_defaults(func=with_framework(cmd_train))
 
     p = sub.add_parser("evaluate", parents=[common, overrides], help="COCO bbox/segm AP of trained weights")
-    p.add_argument("config", help="a YAML file or the name of a bundled config")
+    p.add_argument(
+        "config", nargs="?", help="a YAML file or bundled config name (default: the run's config.yaml)"
+    )
     p.add_argument("--weights", required=True, help="a run directory, .weights.h5 file or checkpoint prefix")
     p.add_argument(
         "--out", default="work_dirs/evaluate", help="where metrics.json goes (default: %(default)s)"
@@ -215,7 +186,9 @@ def add_train_commands(sub, common, overrides, parser_class, with_framework) -> 
     p = sub.add_parser(
         "export", parents=[common, overrides], help="SavedModel for TF Serving (numbered version)"
     )
-    p.add_argument("config", help="a YAML file or the name of a bundled config")
+    p.add_argument(
+        "config", nargs="?", help="a YAML file or bundled config name (default: the run's config.yaml)"
+    )
     p.add_argument("--weights", required=True, help="a run directory, .weights.h5 file or checkpoint")
     p.add_argument("--out", required=True, help="model base path; the export goes to OUT/<version>/")
     p.add_argument("--version", type=int, help="version number (default: one more than the highest in OUT)")

@@ -78,3 +78,31 @@ def draw_instances(
         dark = sum(colour) > 382
         draw.text((tx + 2, ty + 2 - top), label, fill=(0, 0, 0) if dark else (255, 255, 255), font=font)
     return np.asarray(picture)
+
+
+def prediction_picture(
+    image: np.ndarray, outputs: dict, b: int, names, score_threshold: float = 0.5
+) -> np.ndarray:
+    """Detections of image ``b`` of a batch drawn on its (unpadded) input image, uint8 ``[H, W, 3]``.
+
+    Args:
+        image: uint8 ``[H, W, 3]``, the model's input image without padding.
+        outputs: inference outputs of the batch (NumPy): ``boxes [B, D, 4]`` ``[y1, x1, y2, x2]``
+            pixels of ``image``, ``scores``, ``classes``, ``num_detections`` and optionally
+            ``masks [B, D, M, M]`` box-relative probabilities.
+        names: a callable from class id (1..K) to a name.
+        score_threshold: detections below this score are not drawn.
+    """
+    from mrcnn_tf.ops.masks import paste_masks
+
+    n = int(outputs["num_detections"][b])
+    keep = np.nonzero(outputs["scores"][b, :n] >= score_threshold)[0]
+    boxes = outputs["boxes"][b, keep]
+    masks = None
+    if len(keep) and "masks" in outputs:
+        masks = np.asarray(paste_masks(outputs["masks"][b, keep], boxes, image.shape[:2])).astype(bool)
+    labels = [
+        f"{names(int(c))} {s:.2f}"
+        for c, s in zip(outputs["classes"][b, keep], outputs["scores"][b, keep], strict=True)
+    ]
+    return draw_instances(image, boxes, labels, masks)

@@ -27,6 +27,7 @@ ROLES = [
     "roi_sampler",
     "box_head",
     "mask_head",
+    "detection_generator",
     "loss",
     "detector",
     "dataset",
@@ -171,7 +172,7 @@ def test_usage_errors_exit_2(capsys):
 
 def test_predict_needs_exactly_one_model_source(tmp_path, capsys):
     assert main(["predict", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "either --saved-model DIR or --config CONFIG --weights W" in capsys.readouterr().err
+    assert "either --saved-model DIR or --weights W [--config CONFIG]" in capsys.readouterr().err
     both = ["predict", str(tmp_path), "--out", "o", "--saved-model", "m", "--config", "c", "--weights", "w"]
     assert main(both) == 2
 

@@ -10,34 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mrcnn_tf import visualization
 from mrcnn_tf.evaluation.coco_metrics import IOU_TYPES, coco_metrics, detections_to_coco
-
-
-def prediction_picture(
-    image: np.ndarray, outputs: dict, b: int, names, score_threshold: float = 0.5
-) -> np.ndarray:
-    """Detections of image ``b`` of a batch drawn on its (unpadded) input image, uint8 ``[H, W, 3]``.
-
-    Args:
-        image: uint8 ``[H, W, 3]``, the model's input image without padding.
-        outputs: inference outputs of the batch (NumPy).
-        names: a callable from class id (1..K) to a name.
-        score_threshold: detections below this score are not drawn.
-    """
-    from mrcnn_tf.ops.masks import paste_masks
-    from mrcnn_tf.visualization import draw_instances
-
-    n = int(outputs["num_detections"][b])
-    keep = np.nonzero(outputs["scores"][b, :n] >= score_threshold)[0]
-    boxes = outputs["boxes"][b, keep]
-    masks = None
-    if len(keep) and "masks" in outputs:
-        masks = np.asarray(paste_masks(outputs["masks"][b, keep], boxes, image.shape[:2])).astype(bool)
-    labels = [
-        f"{names(int(c))} {s:.2f}"
-        for c, s in zip(outputs["classes"][b, keep], outputs["scores"][b, keep], strict=True)
-    ]
-    return draw_instances(image, boxes, labels, masks)
 
 
 class CocoEvaluator:
@@ -107,7 +81,9 @@ class CocoEvaluator:
                 if len(pictures) < self.num_pictures:
                     h, w = (int(v) for v in batch["image_size"][b])
                     names = self.dataset.category_map.name
-                    pictures.append(prediction_picture(batch["images"][b][:h, :w], outputs, b, names))
+                    pictures.append(
+                        visualization.prediction_picture(batch["images"][b][:h, :w], outputs, b, names)
+                    )
         return results, image_ids, pictures
 
     def ground_truth(self, image_ids: Sequence[int] | None = None) -> dict:

@@ -227,7 +227,7 @@ def predict_images(
     from PIL import Image
 
     from mrcnn_tf.evaluation.coco_metrics import detections_to_coco
-    from mrcnn_tf.evaluation.evaluator import prediction_picture
+    from mrcnn_tf.visualization import prediction_picture
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from mrcnn_tf.cli import main
 from mrcnn_tf.data.builder import build_input_pipeline
 from mrcnn_tf.data.category_map import CategoryMap
 from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
+from registry.config import dump_config
 
 SETTINGS = [*TINY, "model.detection_generator.score_threshold=0.0"]
 
@@ -36,6 +37,16 @@ def setup(tmp_path_factory):
     model.save_weights(str(run / "model.weights.h5"))
     labels = CategoryMap((3, 7, 42), ("cat", "dog", "eel"))
     labels.save(run / "label_map.json")
+    # The run's config names COCO files this machine does not have: predicting and exporting
+    # read the run's label map, never the dataset.
+    missing = {
+        "type": "CocoDataset",
+        "annotations": str(root / "no" / "instances.json"),
+        "images": str(root / "no"),
+    }
+    (run / "config.yaml").write_text(
+        dump_config({**cfg, "data": {**cfg["data"], "train": missing, "val": missing}})
+    )
     base = root / "models"
     export_saved_model(
         model, base / "1", Preprocessing.from_pipeline(build_input_pipeline(cfg)), labels.to_json()
@@ -103,6 +114,21 @@ def test_predict_with_config_and_weights_matches_the_saved_model(setup, tmp_path
         assert x["category_id"] == y["category_id"] and x["image_id"] == y["image_id"]
         np.testing.assert_allclose(x["bbox"], y["bbox"], atol=1e-3)
         assert abs(x["score"] - y["score"]) < 1e-5
+
+
+def test_a_run_directory_carries_its_config_for_predict_and_export_without_its_dataset(setup, tmp_path):
+    run, base, images = setup
+    common = [str(images / "wide.png"), "--score-threshold", "0", "--quiet"]
+    assert main(["predict", *common, "--saved-model", str(base / "1"), "--out", str(tmp_path / "a")]) == 0
+    assert main(["predict", *common, "--weights", str(run), "--out", str(tmp_path / "b")]) == 0  # no --config
+    a = json.loads((tmp_path / "a" / "predictions.json").read_text())
+    b = json.loads((tmp_path / "b" / "predictions.json").read_text())
+    assert [x["category_id"] for x in a] == [y["category_id"] for y in b] and len(a) > 0
+    np.testing.assert_allclose([x["score"] for x in a], [y["score"] for y in b], atol=1e-5)
+    assert main(["export", "--weights", str(run), "--out", str(tmp_path / "models")]) == 0
+    exported = json.loads((tmp_path / "models" / "1" / "assets" / "label_map.json").read_text())
+    assert [c["id"] for c in exported["categories"]] == [3, 7, 42]
+    assert not (run / "synthetic").exists() and not (tmp_path / "no").exists()
 
 
 def test_predict_uses_image_ids_of_a_coco_file_and_the_score_threshold(setup, tmp_path):
