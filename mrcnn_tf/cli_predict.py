@@ -10,7 +10,14 @@ __all__ = ["add_predict_command"]
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Detect objects in images with an exported SavedModel or a config and its weights."""
-    from mrcnn_tf.export.predictor import Predictor, find_images, image_ids_from_coco, predict_images
+    from mrcnn_tf.export.predictor import (
+        Predictor,
+        assign_image_ids,
+        check_outputs,
+        find_images,
+        image_ids_from_coco,
+        predict_images,
+    )
     from registry.errors import UserError
 
     if bool(args.saved_model) == bool(args.config or args.weights):
@@ -26,6 +33,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     images = find_images(args.images)
     image_ids = image_ids_from_coco(args.image_ids) if args.image_ids else None
+    assign_image_ids(images, image_ids)  # a file name missing from --image-ids: before any work
+    check_outputs(images, out, overwrite=args.overwrite)  # outputs never replace inputs
     if args.saved_model:
         predictor = Predictor.from_saved_model(args.saved_model)
     else:

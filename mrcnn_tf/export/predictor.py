@@ -164,7 +164,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
-            array = np.asarray(image.convert("RGB"))
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grayscale: PIL's convert("RGB") clips every value above 255 to white.
+                # Keep the top 8 bits, as TensorFlow's decode_png(dtype=uint8) does for training
+                # and serving.
+                gray = np.asarray(image, dtype=np.uint32)
+                array = np.repeat((np.clip(gray, 0, 65535) >> 8).astype(np.uint8)[..., None], 3, axis=-1)
+            else:
+                array = np.asarray(image.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise UserError(f"{path}: cannot read it as an image ({exc})") from exc
     if array.shape[0] == 0 or array.shape[1] == 0:
@@ -183,6 +190,60 @@ def image_ids_from_coco(path: str | os.PathLike) -> dict[str, int]:
             ids.setdefault(Path(str(image["file_name"])).name, int(image["id"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: cannot read image ids from it as a COCO file ({exc})") from exc
+    return ids
+
+
+def check_outputs(
+    images: Sequence[tuple[Path, str]], out_dir: str | os.PathLike, *, overwrite: bool = False
+) -> None:
+    """Refuse, before any work, an ``out_dir`` where a picture would replace an input or a file
+    that ``predict`` did not write.
+
+    Raises:
+        UserError: naming the first file that would be replaced.
+    """
+    out = Path(out_dir)
+    inputs = {path.resolve() for path, _ in images}
+    ours = overwrite and (out / "predictions.json").is_file()  # an earlier predict wrote this folder
+    for path, name in images:
+        target = out / name
+        if target.resolve() in inputs:
+            raise UserError(
+                f"--out {out}: the picture of {path} would replace the input image {target}; choose an "
+                "--out folder outside the input folders (nothing was written)"
+            )
+        if target.exists() and not ours:
+            raise UserError(
+                f"--out {out}: {target} exists and was not written by an earlier `mrcnn-tf predict` there; "
+                "choose an empty or new --out folder (nothing was written)"
+            )
+    for name in ("predictions.json", "images.json"):
+        if (out / name).resolve() in inputs:
+            raise UserError(f"--out {out}: {name} would replace an input file; choose another --out")
+
+
+def assign_image_ids(images: Sequence[tuple[Path, str]], image_ids: Mapping[str, int] | None) -> list[int]:
+    """The COCO image id of each image: ``image_ids`` by file name, else 1, 2, ...
+
+    Raises:
+        UserError: images whose file names the ``--image-ids`` file lacks (the first few named),
+            found before any image is predicted.
+    """
+    if image_ids is None:
+        return list(range(1, len(images) + 1))
+    ids, missing = [], []
+    for path, name in images:
+        key = next((k for k in (path.as_posix(), name[:-4] + path.suffix, path.name) if k in image_ids), None)
+        if key is None:
+            missing.append(str(path))
+        else:
+            ids.append(image_ids[key])
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UserError(
+            f"{', '.join(missing[:3])}{more}: no image with this file name in the --image-ids COCO file "
+            "(matched by path, relative path or file name); nothing was predicted"
+        )
     return ids
 
 
@@ -230,27 +291,25 @@ def predict_images(
     from mrcnn_tf.visualization import prediction_picture
 
     out = Path(out_dir)
+    assigned = assign_image_ids(images, image_ids)  # every id before any work
     out.mkdir(parents=True, exist_ok=True)
     to_dataset = [0, *predictor.dataset_ids] if predictor.dataset_ids else None
     results, coco_images, skipped = [], [], []
     bar = keras.utils.Progbar(len(images), unit_name="image") if progress else None
-    for number, (path, name) in enumerate(images, start=1):
-        image_id = number
-        if image_ids is not None:
-            key = next(
-                (k for k in (path.as_posix(), name[:-4] + path.suffix, path.name) if k in image_ids), None
-            )
-            if key is None:
-                raise UserError(f"{path}: no image with this file name in the --image-ids COCO file")
-            image_id = image_ids[key]
+    for image_id, (path, name) in zip(assigned, images, strict=True):
         try:
             image = read_image(path)
-        except UserError as exc:
-            skipped.append((str(path), str(exc)))
+            outputs = _threshold(predictor(image), score_threshold)
+        except Exception as exc:  # noqa: BLE001 - one bad image is reported and skipped, not fatal
+            reason = (
+                str(exc)
+                if isinstance(exc, UserError)
+                else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            )
+            skipped.append((str(path), reason))
             if bar is not None:
                 bar.add(1)
             continue
-        outputs = _threshold(predictor(image), score_threshold)
         picture = prediction_picture(image, outputs, 0, predictor.name, score_threshold=score_threshold)
         target = out / name
         target.parent.mkdir(parents=True, exist_ok=True)

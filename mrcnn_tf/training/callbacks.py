@@ -82,20 +82,34 @@ class LoopCheckpoint(_LoopCallback):
     """Save model and optimizer state after every loop (see :mod:`mrcnn_tf.training.checkpoints`).
 
     ``store`` is None on the workers of a multi-worker run other than the chief: they save
-    nothing (their variables equal the chief's).
+    nothing (their variables equal the chief's). After the loop that ends at ``max_steps`` the
+    final weights go to ``final_weights`` too, before any evaluation callback runs (a crash in
+    the evaluation then cannot lose them).
     """
 
-    def __init__(self, store, guard: NonFiniteGuard | None = None, steps_per_loop: int = 1):
+    def __init__(
+        self,
+        store,
+        guard: NonFiniteGuard | None = None,
+        steps_per_loop: int = 1,
+        final_weights=None,
+        max_steps: int | None = None,
+    ):
         super().__init__(steps_per_loop)
         self.store = store
         self.guard = guard
+        self.final_weights = final_weights
+        self.max_steps = max_steps
         latest = store.latest() if store is not None else None
         self.last_saved: str | None = str(latest[1]) if latest else None
 
     def on_epoch_end(self, epoch, logs=None):
         if self.store is None or (self.guard is not None and self.guard.tripped):
             return
-        self.last_saved = str(self.store.save(self.model, self.step_after_loop(epoch)))
+        step = self.step_after_loop(epoch)
+        self.last_saved = str(self.store.save(self.model, step))
+        if self.final_weights is not None and step == self.max_steps:
+            self.model.save_weights(str(self.final_weights))
 
 
 class CocoEvalCallback(_LoopCallback):

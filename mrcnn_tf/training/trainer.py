@@ -136,7 +136,9 @@ def _train(cfg, workdir, *, overwrite, verbose, strategy) -> dict:
     workdir = Path(workdir)
     chief = is_chief(strategy)
     if chief:
-        run_files.prepare(workdir, dump_config(cfg), overwrite=overwrite)
+        removed = run_files.prepare(workdir, dump_config(cfg), overwrite=overwrite)
+        if removed and verbose:
+            print(f"--overwrite: removed {', '.join(removed)} of the earlier run in {workdir}")
 
     train_data = build_dataset(cfg, "train")
     check_num_classes(cfg, train_data)
@@ -188,7 +190,14 @@ def _train(cfg, workdir, *, overwrite, verbose, strategy) -> dict:
         data = strategy.distribute_datasets_from_function(dataset_fn)
 
     guard = NonFiniteGuard(settings.nonfinite, settings.steps_per_loop)
-    saver = LoopCheckpoint(store if chief else None, guard, settings.steps_per_loop)
+    weights = workdir / run_files.WEIGHTS
+    saver = LoopCheckpoint(
+        store if chief else None,
+        guard,
+        settings.steps_per_loop,
+        final_weights=weights,
+        max_steps=settings.max_steps,
+    )
     callbacks: list = [guard, saver]
     evaluator_cb = None
     if chief:
@@ -240,15 +249,15 @@ def _train(cfg, workdir, *, overwrite, verbose, strategy) -> dict:
             "to resume from that checkpoint"
         )
     step = settings.max_steps
-    weights = workdir / run_files.WEIGHTS
     metrics = None
     if chief:
+        if not weights.is_file():  # resumed after the last loop: the saver did not run
+            model.save_weights(str(weights))
         if evaluator_cb is not None:
             if not evaluator_cb.history:  # resumed after the last loop: evaluate once now
                 evaluator_cb.set_model(model)
                 evaluator_cb.run(step)
             metrics = {k: v for k, v in evaluator_cb.history[-1].items() if k != "step"}
-        model.save_weights(str(weights))
         run_files.write_state(workdir, finished=True, step=step, weights=str(weights), metrics=metrics)
     return {
         "step": step,

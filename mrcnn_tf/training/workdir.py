@@ -7,8 +7,10 @@ A run directory holds::
     checkpoints/         ckpt-<step>.weights.h5: model and optimizer state after each loop (a few kept)
     logs/                TensorBoard: losses, learning rate, COCO AP, prediction pictures
     eval/step_<N>/       metrics.json and detections.json of each evaluation
-    model.weights.h5     the final weights (written once, when training finishes)
+    model.weights.h5     the final weights (written when training finishes, before the last evaluation)
     train_state.json     {"finished": true, "step": N} once finished
+    init_weights.json    what train.init_weights took (runs that start from other weights)
+    .mrcnn_tf_run        marks the folder as a run of ours: ``--overwrite`` removes run files only here
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ RUN_FILES = (
     "eval",
     "model.weights.h5",
     "train_state.json",
+    "init_weights.json",
 )
 WEIGHTS = "model.weights.h5"
 STATE = "train_state.json"
+#: Written first into every run directory; its presence says the run files there are ours.
+MARKER = ".mrcnn_tf_run"
 
 
 def read_state(workdir: str | os.PathLike) -> dict:
@@ -49,20 +54,56 @@ def write_state(workdir: str | os.PathLike, **state) -> None:
     os.replace(tmp, path)
 
 
-def prepare(workdir: str | os.PathLike, config_text: str, *, overwrite: bool) -> None:
+def is_run_directory(workdir: str | os.PathLike) -> bool:
+    """Whether a run of ours wrote ``workdir``: its marker, or (runs from before the marker)
+    a ``train_state.json`` or a ``checkpoints/ckpt-<step>.weights.h5``."""
+    workdir = Path(workdir)
+    return (
+        (workdir / MARKER).is_file()
+        or (workdir / STATE).is_file()
+        or any((workdir / "checkpoints").glob("ckpt-*.weights.h5"))
+    )
+
+
+def _foreign_files(workdir: Path) -> list[str]:
+    """Run-file names present in ``workdir`` that a run of ours did not write."""
+    if not workdir.is_dir() or is_run_directory(workdir):
+        return []
+    return [
+        name + ("/" if (workdir / name).is_dir() else "") for name in RUN_FILES if (workdir / name).exists()
+    ]
+
+
+def prepare(workdir: str | os.PathLike, config_text: str, *, overwrite: bool) -> list[str]:
     """Get ``workdir`` ready: refuse to touch a finished run unless ``overwrite``; save the config.
 
+    ``overwrite`` removes the files an earlier run of ours wrote (:data:`RUN_FILES`) and only
+    in a folder that such a run wrote (:func:`is_run_directory`); everything else stays.
+
+    Returns:
+        The names removed (printed by the caller).
+
     Raises:
-        UserError: the run finished (weights would be replaced) or holds a different config.
+        UserError: the run finished (weights would be replaced), holds a different config, or
+            the folder holds files of those names that no run of ours wrote (nothing is deleted).
     """
     workdir = Path(workdir)
-    if overwrite:
+    foreign = _foreign_files(workdir)
+    if foreign:
+        raise UserError(
+            f"{workdir} holds {', '.join(foreign)} but no run of mrcnn-tf wrote them (no {MARKER}); nothing "
+            "was changed or deleted. Choose another --workdir (an empty or new folder)"
+        )
+    removed = []
+    if overwrite and is_run_directory(workdir):
         for name in RUN_FILES:
             path = workdir / name
             if path.is_dir():
                 shutil.rmtree(path)
+                removed.append(name + "/")
             elif path.exists():
                 path.unlink()
+                removed.append(name)
     state = read_state(workdir)
     if state.get("finished"):
         raise UserError(
@@ -77,7 +118,11 @@ def prepare(workdir: str | os.PathLike, config_text: str, *, overwrite: bool) ->
             "another --workdir, or pass --overwrite to delete that run and start again"
         )
     workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text(
+        "a run directory of mrcnn-tf: `train --overwrite` may replace its run files\n"
+    )
     path.write_text(config_text, encoding="utf-8")
+    return removed
 
 
 def resolve_weights(path: str | os.PathLike) -> str:
