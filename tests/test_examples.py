@@ -113,6 +113,7 @@ TINY = {
 }
 
 
+@pytest.mark.slow
 def test_readme_walkthrough_from_own_coco_data_to_predictions(tmp_path, monkeypatch, capsys):
     """Every command of the README's own-dataset walkthrough, as written, at a tiny size."""
     import json

@@ -229,6 +229,7 @@ def test_every_zoo_config_builds_trains_one_step_and_detects(config):
     assert out["masks"].shape[:2] == (1, 10) and np.all(np.isfinite(out["masks"].numpy()))
 
 
+@pytest.mark.slow
 def test_fresh_model_fits_and_reloads_from_a_keras_file_with_identical_detections(tmp_path):
     model = build("mask_rcnn_r18_fpn_synthetic.yaml")
     x = batch()
@@ -283,6 +284,7 @@ ABLATIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", sorted(ABLATIONS))
 def test_ablation_variant_trains_with_gradients_everywhere_and_detects(config):
     """Each Table-2 variant is the demo config with one registry name swapped."""

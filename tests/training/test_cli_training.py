@@ -23,6 +23,7 @@ def _train_argv(workdir, *extra):
     return ["train", CONFIG, "--workdir", str(workdir), "--set", *TINY, "data.val=null", *extra]
 
 
+@pytest.mark.slow
 def test_kill_9_then_the_same_command_resumes_from_the_last_checkpoint(tmp_path):
     workdir = tmp_path / "run"
     argv = _train_argv(workdir, "train.max_steps=60", "train.steps_per_loop=2")
@@ -46,6 +47,7 @@ def test_kill_9_then_the_same_command_resumes_from_the_last_checkpoint(tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_writes_coco_metrics(tmp_path, capsys):
     workdir = tmp_path / "run"
     assert main(_train_argv(workdir)[:-1]) == 0  # keep data.val for evaluation
@@ -82,6 +84,7 @@ def test_evaluate_with_missing_weights_is_a_clear_error(tmp_path, capsys):
     assert "weights file not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
     workdir = tmp_path / "demo"
     argv = ["demo", "--workdir", str(workdir), "--steps", "2", "--quiet", "--set", *TINY]
@@ -99,6 +102,7 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path, capsys):
     assert "reusing it" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_export_writes_a_numbered_version_and_never_overwrites(tmp_path, capsys):
     import tensorflow as tf
 

@@ -71,6 +71,7 @@ def _assert_same(a, b, rtol=2e-4, atol=2e-5):
         np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=atol, err_msg=key)
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_devices_equals_one_device(single, tmp_path):
     output = _finish(_run("mirrored", tmp_path / "run", tmp_path / "w.npz"))
     assert "replicas 2 step 2" in output
@@ -80,6 +81,7 @@ def test_mirrored_over_two_devices_equals_one_device(single, tmp_path):
     _assert_same(single, mirrored)
 
 
+@pytest.mark.slow
 def test_two_worker_cluster_on_localhost_trains_identical_weights(single, tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}

@@ -13,6 +13,7 @@ from mrcnn_tf.training.trainer import TrainingError, train
 from registry.errors import ConfigError, UserError
 
 
+@pytest.mark.slow
 def test_overfits_one_batch_to_a_small_mask_loss(tmp_path):
     cfg = tiny_config(
         "data.train.num_images=2",
@@ -35,6 +36,7 @@ def test_overfits_one_batch_to_a_small_mask_loss(tmp_path):
     assert all(np.isfinite(v) for v in losses["rpn_objectness_loss"])
 
 
+@pytest.mark.slow
 def test_run_files_progress_and_refusal_to_overwrite_a_finished_run(tmp_path):
     workdir = tmp_path / "run"
     cfg = tiny_config("train.eval_every=1")
@@ -71,6 +73,7 @@ def deterministic_ops():
     assert not config.is_op_determinism_enabled()  # train() restored it
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint_with_the_same_result(tmp_path, deterministic_ops):
     """Stopping after a loop and running again gives exactly the uninterrupted weights."""
     straight = train(tiny_config("data.val=null", deterministic_ops), tmp_path / "straight", verbose=0)[
