@@ -98,6 +98,31 @@ def _load_json(path: Path) -> dict:
     return data
 
 
+#: Names that labelme-style exports give a category 0 that stands for the background.
+BACKGROUND_NAMES = ("_background_", "background", "__background__", "bg")
+
+
+def _foreground_categories(path: Path, categories: list, report: DataReport) -> list:
+    """``categories`` without a category 0 named like the background (labelme exports one):
+    class 0 is the background already, so it must not become a foreground class."""
+    kept = []
+    for cat in categories:
+        if (
+            isinstance(cat, dict)
+            and cat.get("id") == 0
+            and str(cat.get("name", "")).strip().lower() in BACKGROUND_NAMES
+        ):
+            report.add(
+                "background_category",
+                "dropped",
+                f"category 0 {cat.get('name')!r} is the background, not an object class: it is left out "
+                "(its annotations, if any, are dropped as unknown_category); delete it from 'categories'",
+            )
+            continue
+        kept.append(cat)
+    return kept
+
+
 def _category_map(path: Path, categories: list) -> CategoryMap:
     for k, cat in enumerate(categories):
         if not isinstance(cat, dict) or not is_int(cat.get("id")):
@@ -155,9 +180,10 @@ class CocoDataset(DetectionDataset):
             raise DatasetError(f"image folder {self.images} does not exist (named for {self.annotations})")
         data = _load_json(self.annotations)
         self.report = DataReport(str(self.annotations))
-        self.category_map = _category_map(self.annotations, data["categories"])
+        categories = _foreground_categories(self.annotations, data["categories"], self.report)
+        self.category_map = _category_map(self.annotations, categories)
         self._info = {k: data[k] for k in ("info", "licenses") if k in data}
-        self._categories = data["categories"]
+        self._categories = categories
         self.records = self._read(data)
         if strict:
             self.report.raise_if_problems()
@@ -175,7 +201,27 @@ class CocoDataset(DetectionDataset):
                 records[record.image_id] = record
         lost: dict[int, int] = {}
         to_contiguous = {d: i + 1 for i, d in enumerate(self.category_map.dataset_ids)}
+        seen_ids: set = set()
         for k, ann in enumerate(data.get("annotations", [])):
+            if isinstance(ann, dict) and "id" in ann:
+                ann_id = ann["id"]
+                if not is_int(ann_id):
+                    report.add(
+                        "bad_annotation_id",
+                        "fixed",
+                        f"annotations[{k}] has id {ann_id!r}, not an integer; evaluation numbers it anew",
+                        annotation_id=f"annotations[{k}]",
+                    )
+                elif ann_id in seen_ids:
+                    report.add(
+                        "duplicate_annotation_id",
+                        "fixed",
+                        f"annotations[{k}] repeats annotation id {ann_id}; pycocotools keys ground truth by "
+                        "id (a repeated id hides one of the objects and mis-scores AP), so evaluation numbers "
+                        "it anew; give every annotation its own id",
+                        annotation_id=ann_id,
+                    )
+                seen_ids.add(ann_id)
             instance, image_id, crowd = self._read_annotation(k, ann, records, known_ids, to_contiguous)
             if image_id is None or image_id not in records:
                 continue
@@ -206,6 +252,18 @@ class CocoDataset(DetectionDataset):
             report.counts["crowd"] += len(record.crowd)
             report.instances_per_class.update(i.class_id for i in record.instances)
         report.counts["images"] = len(kept)
+        if kept and report.counts["instances"] == 0:
+            crowd = report.counts["crowd"]
+            report.add(
+                "no_trainable_instances",
+                "refused",
+                f"no image has an instance to train on ({crowd} iscrowd region(s) only serve evaluation)"
+                + (
+                    "; tools that export brush masks often set iscrowd: 1 on every object: set it to 0"
+                    if crowd
+                    else ""
+                ),
+            )
         return kept
 
     def _read_image(self, k: int, entry: Any, known_ids: set) -> ImageRecord | None:
@@ -452,10 +510,43 @@ class CocoDataset(DetectionDataset):
         return with_shard_policy(ds, input_context, "DATA")
 
     def coco_dict(self) -> dict:
-        """The kept images and annotations (crowd included) as a COCO dict, for pycocotools."""
+        """The kept images and annotations (crowd included) as a COCO dict, for pycocotools.
+
+        The evaluator gets exactly what the checks approved: each annotation's cleaned box
+        (clipped) and segmentation (bad polygons left out), ``iscrowd`` 0 where it was
+        missing, ``area`` from the mask where it was missing or not a positive number (as COCO
+        defines it), and an ``id`` of its own (ids that repeat or are not integers are numbered
+        anew; pycocotools keys ground truth by id).
+        """
+        from pycocotools import mask as mask_utils
+
         images, annotations = [], []
+        used = {
+            i.annotation_id for r in self.records for i in r.instances + r.crowd if is_int(i.annotation_id)
+        }
+        next_id = max(used, default=0) + 1
+        taken: set = set()
         for record in self.records:
             images.append({**record.raw, "width": record.width, "height": record.height})
-            for inst in record.instances + record.crowd:
-                annotations.append(inst.raw)
+            for inst, crowd in [(i, 0) for i in record.instances] + [(i, 1) for i in record.crowd]:
+                ann_id = inst.annotation_id
+                if not is_int(ann_id) or ann_id in taken:
+                    ann_id, next_id = next_id, next_id + 1
+                taken.add(ann_id)
+                y1, x1, y2, x2 = inst.box
+                area = inst.raw.get("area")
+                if not (isinstance(area, (int, float)) and not isinstance(area, bool) and area > 0):
+                    rle = mask_utils.frPyObjects(inst.segmentation, record.height, record.width)
+                    area = float(np.sum(mask_utils.area(rle)))
+                annotations.append(
+                    {
+                        **inst.raw,
+                        "id": ann_id,
+                        "image_id": record.image_id,
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "segmentation": inst.segmentation,
+                        "area": float(area),
+                        "iscrowd": crowd,
+                    }
+                )
         return {**self._info, "images": images, "annotations": annotations, "categories": self._categories}

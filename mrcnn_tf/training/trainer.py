@@ -141,6 +141,10 @@ def _train(cfg, workdir, *, overwrite, verbose, strategy) -> dict:
             print(f"--overwrite: removed {', '.join(removed)} of the earlier run in {workdir}")
 
     train_data = build_dataset(cfg, "train")
+    report = getattr(train_data, "report", None)
+    refused = [p for p in (report.problems if report else []) if p.kind == "no_trainable_instances"]
+    if refused:
+        raise UserError(f"data.train ({report.source}): {refused[0].message}; nothing to train on")
     check_num_classes(cfg, train_data)
     val_data = build_dataset(cfg, "val") if (cfg.get("data") or {}).get("val") else None
     pipeline = build_input_pipeline(cfg)
