@@ -216,9 +216,9 @@ class CocoDataset(DetectionDataset):
                     report.add(
                         "duplicate_annotation_id",
                         "fixed",
-                        f"annotations[{k}] repeats annotation id {ann_id}; pycocotools keys ground truth by "
-                        "id (a repeated id hides one of the objects and mis-scores AP), so evaluation numbers "
-                        "it anew; give every annotation its own id",
+                        f"annotations[{k}] repeats annotation id {ann_id}; pycocotools keys ground truth "
+                        "by id (a repeated id hides one of the objects and mis-scores AP), so evaluation "
+                        "numbers it anew; give every annotation its own id",
                         annotation_id=ann_id,
                     )
                 seen_ids.add(ann_id)

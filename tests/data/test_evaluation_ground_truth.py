@@ -81,7 +81,7 @@ def test_training_on_crowd_regions_only_stops_before_step_1(tmp_path):
     cfg = tiny_config("data.val=null", "data.num_classes=1")
     cfg["data"]["train"] = coco
     with pytest.raises(
-        UserError, match="no image has an instance to train on .* set it to 0; nothing to train on"
+        UserError, match=r"no image has an instance to train on .* set it to 0; nothing to train on"
     ):
         train(cfg, tmp_path / "run", verbose=0)
     assert not list((tmp_path / "run").glob("checkpoints/*"))
