@@ -62,11 +62,12 @@ def draw_instances(
         uint8 ``[H, W, 3]``.
     """
     colours = instance_colours(len(boxes))
-    canvas = image.astype(np.float32).copy()
     if masks is not None:
+        canvas = image.astype(np.float32)
         for mask, colour in zip(masks, colours, strict=True):
-            canvas[mask] = (1 - alpha) * canvas[mask] + alpha * colour
-    picture = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+            tint(canvas, mask, 0, 0, colour, alpha)
+        image = np.clip(canvas, 0, 255, out=canvas).astype(np.uint8)
+    picture = Image.fromarray(np.ascontiguousarray(image, np.uint8))
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default()
     for (y1, x1, y2, x2), label, colour in zip(boxes, labels, colours, strict=True):
@@ -80,8 +81,25 @@ def draw_instances(
     return np.asarray(picture)
 
 
+def tint(canvas: np.ndarray, crop: np.ndarray, y0: int, x0: int, colour, alpha: float = 0.45) -> None:
+    """Blend ``colour`` into float ``canvas [H, W, 3]`` where the bool ``crop`` at ``(y0, x0)`` is set."""
+    region = canvas[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]]  # a view: changed in place
+    where = crop[..., None]
+    np.multiply(region, np.float32(1 - alpha), out=region, where=where)
+    np.add(region, alpha * np.asarray(colour, np.float32), out=region, where=where)
+
+
+def legible(image: np.ndarray, boxes: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image scaled up by a whole factor (nearest) until its short side is ``min_size``, and
+    the boxes with it: labels drawn on a 128-pixel image are cut off and unreadable."""
+    factor = int(np.ceil(min_size / max(min(image.shape[:2]), 1))) if min_size else 1
+    if factor <= 1:
+        return image, boxes
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1), np.asarray(boxes) * factor
+
+
 def prediction_picture(
-    image: np.ndarray, outputs: dict, b: int, names, score_threshold: float = 0.5
+    image: np.ndarray, outputs: dict, b: int, names, score_threshold: float = 0.5, min_size: int = 0
 ) -> np.ndarray:
     """Detections of image ``b`` of a batch drawn on its (unpadded) input image, uint8 ``[H, W, 3]``.
 
@@ -92,17 +110,24 @@ def prediction_picture(
             ``masks [B, D, M, M]`` box-relative probabilities.
         names: a callable from class id (1..K) to a name.
         score_threshold: detections below this score are not drawn.
+        min_size: scale small pictures up (whole factors) to this short side, so that the
+            labels are legible (0: the image's own size).
+
+    Masks are pasted and drawn one at a time over their box (memory: the image and one mask).
     """
-    from mrcnn_tf.ops.masks import paste_masks
+    from mrcnn_tf.ops.masks import paste_mask_crop
 
     n = int(outputs["num_detections"][b])
     keep = np.nonzero(outputs["scores"][b, :n] >= score_threshold)[0]
     boxes = outputs["boxes"][b, keep]
-    masks = None
-    if len(keep) and "masks" in outputs:
-        masks = np.asarray(paste_masks(outputs["masks"][b, keep], boxes, image.shape[:2])).astype(bool)
+    canvas = image.astype(np.float32)
+    if "masks" in outputs:
+        for i, colour in zip(keep, instance_colours(len(keep)), strict=True):
+            crop, y0, x0 = paste_mask_crop(outputs["masks"][b, i], outputs["boxes"][b, i], image.shape[:2])
+            tint(canvas, crop, y0, x0, colour)
     labels = [
         f"{names(int(c))} {s:.2f}"
         for c, s in zip(outputs["classes"][b, keep], outputs["scores"][b, keep], strict=True)
     ]
-    return draw_instances(image, boxes, labels, masks)
+    canvas, boxes = legible(np.clip(canvas, 0, 255, out=canvas).astype(np.uint8), boxes, min_size)
+    return draw_instances(canvas, boxes, labels)

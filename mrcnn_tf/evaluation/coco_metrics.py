@@ -19,10 +19,14 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 IOU_TYPES = ("bbox", "segm")
 
 
-def _encode(mask: np.ndarray) -> dict:
+def encode_crop(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> dict:
+    """Compressed RLE (``counts`` a str) of a mask that is ``crop`` at ``(y0, x0)`` of a
+    ``height × width`` image and 0 elsewhere; one image-sized uint8 buffer at a time."""
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    full = np.zeros((height, width), np.uint8, order="F")
+    full[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+    rle = mask_utils.encode(full)
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
 
@@ -48,9 +52,10 @@ def detections_to_coco(
     Returns:
         One dict per detection: ``image_id``, ``category_id``, ``bbox`` ``[x, y, w, h]`` in
         original pixels (clipped to the image), ``score`` and, with masks, ``segmentation`` as
-        compressed RLE of the mask pasted into the original image.
+        compressed RLE of the mask pasted into the original image. Masks are pasted one at a
+        time over their box's region (memory: one image-sized mask, whatever the image size).
     """
-    from mrcnn_tf.ops.masks import paste_masks
+    from mrcnn_tf.ops.masks import paste_mask_crop
 
     results = []
     for b in range(len(batch["image_id"])):
@@ -61,12 +66,6 @@ def detections_to_coco(
         sy, sx = (float(v) for v in batch["image_scale"][b])
         boxes = np.asarray(outputs["boxes"][b, :n], np.float64) / np.array([sy, sx, sy, sx])
         boxes = np.clip(boxes, 0.0, [height, width, height, width])
-        masks = None
-        if "masks" in outputs:
-            masks = paste_masks(
-                outputs["masks"][b, :n], boxes.astype(np.float32), (height, width), mask_threshold
-            )
-            masks = np.asarray(masks)
         for i in range(n):
             y1, x1, y2, x2 = boxes[i]
             result = {
@@ -75,8 +74,11 @@ def detections_to_coco(
                 "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
                 "score": float(outputs["scores"][b, i]),
             }
-            if masks is not None:
-                result["segmentation"] = _encode(masks[i])
+            if "masks" in outputs:
+                crop, y0, x0 = paste_mask_crop(
+                    outputs["masks"][b, i], boxes[i].astype(np.float32), (height, width), mask_threshold
+                )
+                result["segmentation"] = encode_crop(crop, y0, x0, height, width)
             results.append(result)
     return results
 

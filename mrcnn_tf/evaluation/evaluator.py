@@ -82,7 +82,9 @@ class CocoEvaluator:
                     h, w = (int(v) for v in batch["image_size"][b])
                     names = self.dataset.category_map.name
                     pictures.append(
-                        visualization.prediction_picture(batch["images"][b][:h, :w], outputs, b, names)
+                        visualization.prediction_picture(
+                            batch["images"][b][:h, :w], outputs, b, names, min_size=512
+                        )
                     )
         return results, image_ids, pictures
 

@@ -16,6 +16,9 @@ without a full-image tensor per RoI.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import tensorflow as tf
 
 
@@ -127,3 +130,47 @@ def paste_masks(
     if threshold is None:
         return pasted
     return tf.cast(pasted >= threshold, tf.uint8)
+
+
+def paste_mask_crop(
+    mask: np.ndarray, box: Sequence[float], image_size: tuple[int, int], threshold: float = 0.5
+) -> tuple[np.ndarray, int, int]:
+    """One box-relative mask pasted like :func:`paste_masks`, but only over the pixels it can
+    touch: NumPy, float32 arithmetic, memory of the box's region instead of the image's.
+
+    Args:
+        mask: ``[M, M]`` float mask probabilities; box: ``[y1, x1, y2, x2]`` target-image pixels;
+        image_size: ``(height, width)``; threshold: binarise at ``>= threshold``.
+
+    Returns:
+        ``(crop, y0, x0)``: bool ``[h, w]`` equal to ``paste_masks(...)[0][y0:y0+h, x0:x0+w]``;
+        every pixel outside the crop is 0 there (the mask reads zero beyond half a cell outside
+        its box). ``h`` or ``w`` may be 0 for a box outside the image.
+    """
+    mask = np.asarray(mask, np.float32)
+    size = mask.shape[-1]
+    height, width = int(image_size[0]), int(image_size[1])
+    y1, x1, y2, x2 = (np.float32(v) for v in box)
+    cell_h = np.maximum(y2 - y1, np.float32(1e-6)) / np.float32(size)
+    cell_w = np.maximum(x2 - x1, np.float32(1e-6)) / np.float32(size)
+    y0 = int(np.clip(np.floor(y1 - cell_h), 0, height))
+    x0 = int(np.clip(np.floor(x1 - cell_w), 0, width))
+    ye = int(np.clip(np.ceil(y2 + cell_h) + 1, y0, height))
+    xe = int(np.clip(np.ceil(x2 + cell_w) + 1, x0, width))
+    wy = _interpolation_matrix_np((np.arange(y0, ye, dtype=np.float32) + 0.5 - y1) / cell_h - 0.5, size)
+    wx = _interpolation_matrix_np((np.arange(x0, xe, dtype=np.float32) + 0.5 - x1) / cell_w - 0.5, size)
+    return (wy @ mask @ wx.T) >= threshold, y0, x0
+
+
+def _interpolation_matrix_np(positions: np.ndarray, size: int) -> np.ndarray:
+    """NumPy twin of :func:`interpolation_matrix` (float32)."""
+    low = np.floor(positions)
+    frac = (positions - low).astype(np.float32)
+    low = low.astype(np.int64)
+    weights = np.zeros((len(positions), size), np.float32)
+    rows = np.arange(len(positions))
+    for offset, w in ((0, 1.0 - frac), (1, frac)):
+        index = low + offset
+        inside = (index >= 0) & (index < size)
+        weights[rows[inside], index[inside]] = w[inside]
+    return weights

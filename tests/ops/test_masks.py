@@ -129,3 +129,26 @@ def test_paste_one_pixel_box_marks_that_pixel():
     expect = np.zeros((10, 10), np.uint8)
     expect[5, 6] = 1
     np.testing.assert_array_equal(out.numpy()[0], expect)
+
+
+def test_paste_mask_crop_equals_paste_masks_inside_and_is_zero_outside():
+    from mrcnn_tf.ops.masks import paste_mask_crop, paste_masks
+
+    rng = np.random.default_rng(7)
+    height, width = 61, 83
+    boxes = [
+        [10.3, 5.7, 40.2, 30.9],
+        [-8.0, 70.0, 20.0, 95.0],  # partly outside the image
+        [30.0, 30.0, 30.6, 31.1],  # smaller than a pixel
+        [0.0, 0.0, 61.0, 83.0],  # the whole image
+        [70.0, 90.0, 80.0, 99.0],  # outside
+    ]
+    masks = rng.uniform(0, 1, (len(boxes), 28, 28)).astype(np.float32)
+    masks[2] = 1.0
+    full = np.asarray(paste_masks(masks, np.asarray(boxes, np.float32), (height, width)))
+    for mask, box, want in zip(masks, boxes, full, strict=True):
+        crop, y0, x0 = paste_mask_crop(mask, box, (height, width))
+        got = np.zeros((height, width), bool)
+        got[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        assert np.array_equal(got, want.astype(bool)), box
+        assert crop.size <= (box[2] - box[0] + 4) * (box[3] - box[1] + 4) + 1
