@@ -210,8 +210,9 @@ class Big:
     def categories(self): return [{{"id": 1, "name": "thing"}}]
     def __call__(self, image):
         boxes = np.tile(np.array([[0.0, 0.0, 4000.0, 6000.0]], np.float32), (30, 1))[None]
-        return {{"boxes": boxes, "scores": np.full((1, 30), 0.9, np.float32), "classes": np.ones((1, 30), np.int32),
-                 "num_detections": np.array([30]), "masks": np.full((1, 30, 28, 28), 0.9, np.float32)}}
+        return {{"boxes": boxes, "scores": np.full((1, 30), 0.9, np.float32),
+                 "classes": np.ones((1, 30), np.int32), "num_detections": np.array([30]),
+                 "masks": np.full((1, 30, 28, 28), 0.9, np.float32)}}
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 summary = predict_images(Big(), [(Path("{tmp_path}/big.jpg"), "big.png")], "{tmp_path}/out", progress=False)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
