@@ -172,3 +172,64 @@ class CocoEvalCallback(_LoopCallback):
                 for k, picture in enumerate(result["pictures"]):
                     tf.summary.image(f"predictions/{k}", np.asarray(picture)[None])
         self._writer.flush()
+
+
+class LoopTensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback with the per-loop (``epoch_*``) scalars at the global step.
+
+    Keras writes them at the epoch index (0, 1, 2, ...) on the same axis as the per-step
+    ``batch_*`` scalars (steps 1..N), where they crowd the left edge and hide one another; here a
+    loop's scalars are written at the step it ended on, and flushed at once, so every loop shows
+    (also while the run goes on).
+    """
+
+    def __init__(self, log_dir: str, steps_per_loop: int, **kwargs):
+        super().__init__(log_dir, **kwargs)
+        self.steps_per_loop = int(steps_per_loop)
+
+    def _log_epoch_metrics(self, epoch, logs):
+        super()._log_epoch_metrics((epoch + 1) * self.steps_per_loop, logs)
+        for writer in (self._train_writer, self._val_writer):
+            writer.flush()
+
+
+class LogLines(_LoopCallback):
+    """One plain line every ``every`` steps and at the end of each loop, for logs that are not a
+    terminal (CI, ``nohup``, ``| tee``): Keras's progress bar would write carriage-return frames.
+
+    ``step 40/1200  loss 1.2345  rpn_objectness_loss 0.1234 ...  learning_rate 0.002  1.3 s/step``
+    """
+
+    def __init__(self, every: int, max_steps: int, steps_per_loop: int, stream=None):
+        super().__init__(steps_per_loop)
+        self.every = max(int(every), 1)
+        self.max_steps = int(max_steps)
+        self.stream = stream
+        self._start = None
+
+    def _print(self, step: int, logs) -> None:
+        import sys
+        import time
+
+        now = time.perf_counter()
+        rate = ""
+        if self._start is not None:
+            (t0, s0) = self._start
+            if step > s0:
+                rate = f"  {(now - t0) / (step - s0):.2f} s/step"
+        values = "  ".join(f"{k} {float(v):.4g}" for k, v in (logs or {}).items() if np.ndim(v) == 0)
+        print(f"step {step}/{self.max_steps}  {values}{rate}", file=self.stream or sys.stdout, flush=True)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._start is None:
+            import time
+
+            self._start = (time.perf_counter(), self.step_after_batch(batch) - 1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.step_after_batch(batch)
+        if step % self.every == 0 and batch + 1 < self.steps_per_loop:
+            self._print(step, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._print(self.step_after_loop(epoch), logs)

@@ -13,6 +13,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,13 @@ def _train(cfg, workdir, *, overwrite, verbose, strategy) -> dict:
     from mrcnn_tf import build_model
     from mrcnn_tf.data.builder import build_dataset, build_input_pipeline, check_num_classes
     from mrcnn_tf.evaluation.evaluator import CocoEvaluator
-    from mrcnn_tf.training.callbacks import CocoEvalCallback, LoopCheckpoint, NonFiniteGuard
+    from mrcnn_tf.training.callbacks import (
+        CocoEvalCallback,
+        LogLines,
+        LoopCheckpoint,
+        LoopTensorBoard,
+        NonFiniteGuard,
+    )
     from mrcnn_tf.training.checkpoints import CheckpointStore
     from mrcnn_tf.training.init_weights import initialize_from
     from mrcnn_tf.training.strategy import build_strategy, is_chief
@@ -210,7 +217,9 @@ def _train(cfg, workdir, *, overwrite, verbose, strategy) -> dict:
             print("warning: the tensorboard package is not installed; no TensorBoard logs are written")
         else:
             callbacks.append(
-                keras.callbacks.TensorBoard(str(log_dir), update_freq=settings.log_every, write_graph=False)
+                LoopTensorBoard(
+                    str(log_dir), settings.steps_per_loop, update_freq=settings.log_every, write_graph=False
+                )
             )
         if val_data is not None:
             evaluator = CocoEvaluator(
@@ -230,6 +239,10 @@ def _train(cfg, workdir, *, overwrite, verbose, strategy) -> dict:
                 steps_per_loop=settings.steps_per_loop,
             )
             callbacks.append(evaluator_cb)
+    if verbose == "auto" and not sys.stdout.isatty():
+        # Not a terminal (CI, nohup, | tee): plain lines instead of progress-bar frames.
+        callbacks.append(LogLines(settings.log_every, settings.max_steps, settings.steps_per_loop))
+        verbose = 0
     history = {}
     if start < settings.max_steps:
         fit = model.fit(

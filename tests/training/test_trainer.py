@@ -206,3 +206,20 @@ def test_mixed_precision_and_xla_switches_train(tmp_path, extra):
         assert all(w.dtype == "float32" for w in model.trainable_weights)
     else:
         assert model.jit_compile is True
+
+
+def test_logs_are_plain_lines_off_a_terminal_and_every_loop_is_in_tensorboard(tmp_path, capsys):
+    import tensorflow as tf
+
+    train(tiny_config("data.val=null", "train.log_every=1"), tmp_path / "run", verbose="auto")
+    out = capsys.readouterr().out  # pytest's capture is not a terminal
+    lines = [line for line in out.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"], out
+    assert "\r" not in out and "\b" not in out and "mask_loss" in lines[-1]
+    steps: dict[str, list[int]] = {}
+    for path in (tmp_path / "run" / "logs" / "train").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    assert sorted(steps["epoch_loss"]) == [2, 4]  # each loop, at the step it ended on
+    assert sorted(steps["batch_loss"]) == [1, 2, 3, 4]
