@@ -518,8 +518,6 @@ class CocoDataset(DetectionDataset):
         defines it), and an ``id`` of its own (ids that repeat or are not integers are numbered
         anew; pycocotools keys ground truth by id).
         """
-        from pycocotools import mask as mask_utils
-
         images, annotations = [], []
         used = {
             i.annotation_id for r in self.records for i in r.instances + r.crowd if is_int(i.annotation_id)
@@ -536,8 +534,8 @@ class CocoDataset(DetectionDataset):
                 y1, x1, y2, x2 = inst.box
                 area = inst.raw.get("area")
                 if not (isinstance(area, (int, float)) and not isinstance(area, bool) and area > 0):
-                    rle = mask_utils.frPyObjects(inst.segmentation, record.height, record.width)
-                    area = float(np.sum(mask_utils.area(rle)))
+                    runs = segmentation_to_counts(inst.segmentation, record.height, record.width)
+                    area = float(runs[1::2].sum())  # the mask's pixels (polygons, RLE or compressed RLE)
                 annotations.append(
                     {
                         **inst.raw,

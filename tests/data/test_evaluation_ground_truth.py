@@ -85,3 +85,33 @@ def test_training_on_crowd_regions_only_stops_before_step_1(tmp_path):
     ):
         train(cfg, tmp_path / "run", verbose=0)
     assert not list((tmp_path / "run").glob("checkpoints/*"))
+
+
+def test_missing_area_of_rle_masks_is_their_pixel_count(tmp_path):
+    import numpy as np
+    import pycocotools.mask as mask_utils
+
+    mask = np.zeros((40, 50), np.uint8)
+    mask[5:15, 10:30] = 1  # 200 pixels
+    compressed = mask_utils.encode(np.asfortranarray(mask))
+    anns = [
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [10, 5, 20, 10],
+            "iscrowd": 0,
+            "segmentation": {"size": [40, 50], "counts": compressed["counts"].decode()},
+        },
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [10, 5, 20, 10],
+            "iscrowd": 1,
+            "segmentation": {"size": [40, 50], "counts": [260, 10, 30, 10, 1690]},
+        },
+    ]
+    path, images = write_coco(tmp_path, [image(1)], anns)
+    areas = [a["area"] for a in CocoDataset(path, images).coco_dict()["annotations"]]
+    assert areas == [200.0, 20.0]
