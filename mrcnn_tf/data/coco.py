@@ -136,6 +136,15 @@ def _category_map(path: Path, categories: list) -> CategoryMap:
     return CategoryMap.from_categories(categories)
 
 
+def _box_of_runs(runs: np.ndarray, height: int, width: int) -> list[float]:
+    """COCO ``[x, y, w, h]`` of the foreground of column-major run lengths (non-empty)."""
+    values = np.zeros(len(runs), np.uint8)
+    values[1::2] = 1
+    mask = np.repeat(values, runs).reshape(width, height).T
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]), float(rows[-1] + 1 - rows[0])]
+
+
 def _is_ok(example, ok):
     return ok
 
@@ -379,12 +388,17 @@ class CocoDataset(DetectionDataset):
             return None, image_id, crowd
         findings = []
         if "bbox" not in ann and isinstance(ann.get("segmentation"), dict):
+            # The box comes from the mask: check the mask first (garbage RLE is a finding, not a
+            # traceback from pycocotools).
+            rle, rle_findings = check_segmentation(ann["segmentation"], record.width, record.height)
+            if rle is None:
+                for kind, action, message in rle_findings:
+                    report.add(kind, action, message, image_id=image_id, annotation_id=ann_id)
+                return None, image_id, crowd
             findings.append(("box_from_mask", "fixed", "has no 'bbox'; took it from the RLE mask"))
-            import pycocotools.mask as mask_utils
-
-            bbox = mask_utils.toBbox(
-                mask_utils.frPyObjects(ann["segmentation"], record.height, record.width)
-            ).tolist()
+            bbox = _box_of_runs(
+                segmentation_to_counts(rle, record.height, record.width), record.height, record.width
+            )
         else:
             bbox = ann.get("bbox")
         box, box_findings = check_box(bbox, record.width, record.height)

@@ -115,3 +115,22 @@ def test_missing_area_of_rle_masks_is_their_pixel_count(tmp_path):
     path, images = write_coco(tmp_path, [image(1)], anns)
     areas = [a["area"] for a in CocoDataset(path, images).coco_dict()["annotations"]]
     assert areas == [200.0, 20.0]
+
+
+def test_an_rle_without_a_bbox_gets_its_box_and_garbage_rle_is_a_finding_not_a_traceback(tmp_path):
+    import numpy as np
+    import pycocotools.mask as mask_utils
+
+    mask = np.zeros((40, 50), np.uint8)
+    mask[5:15, 10:30] = 1
+    good = {"size": [40, 50], "counts": mask_utils.encode(np.asfortranarray(mask))["counts"].decode()}
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": good, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "category_id": 1, "segmentation": {"size": [40, 50], "counts": "garbage!!"}},
+    ]
+    path, images = write_coco(tmp_path, [image(1)], anns)
+    dataset = CocoDataset(path, images)
+    [kept] = dataset.records[0].instances
+    assert kept.box == [5.0, 10.0, 15.0, 30.0]  # [y1, x1, y2, x2], from the mask
+    assert ("bad_rle", "dropped") in dataset.report.by_kind()
+    assert ("box_from_mask", "fixed") in dataset.report.by_kind()
