@@ -229,3 +229,17 @@ print(json.dumps({{"growth_mb": (peak - before) / 1024, "detections": summary["d
     assert record["growth_mb"] < 1200, record
     result = json.loads((tmp_path / "out" / "predictions.json").read_text())[0]
     assert result["segmentation"]["size"] == [4000, 6000]
+
+
+def test_weights_that_are_not_hdf5_or_of_another_model_are_one_line_errors(run_dir, tmp_path, capsys):
+    photo = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    bad = tmp_path / "model.weights.h5"
+    bad.write_text("not an HDF5 file")
+    argv = ["predict", str(photo), "--config", str(run_dir / "config.yaml"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--weights", str(bad)]) == 2
+    assert "not a Keras weights file (HDF5)" in capsys.readouterr().err
+    other = Path(__file__).parent / "fixtures" / "round_one_run" / "model.weights.h5"  # a narrower model
+    assert main([*argv, "--weights", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "these weights do not fit the model of this config" in err and "Traceback" not in err

@@ -163,12 +163,51 @@ def load_weights(model, path: str | os.PathLike) -> str:
     Raises:
         UserError: nothing loadable at ``path``, or weights that do not fit the model.
     """
+    import warnings
+
+    import numpy as np
+
     path = resolve_weights(path)
+    advice = (
+        "to start from weights of another model (other classes, another head), set train.init_weights instead"
+    )
+    # Keras only warns about weights that are missing from the file or do not fit: every
+    # variable is set to NaN first, and one still NaN after loading was not in the file.
+    for variable in model.weights:
+        if variable.dtype in ("float16", "bfloat16", "float32", "float64"):
+            variable.assign(np.full(variable.shape, np.nan, variable.dtype))
     try:
-        model.load_weights(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.load_weights(path)
     except ValueError as exc:
         raise UserError(
-            f"{path}: these weights do not fit the model of this config ({exc}); to start from weights "
-            "of another model (other classes, another head), set train.init_weights instead"
+            f"{path}: these weights do not fit the model of this config ({exc}); {advice}"
         ) from exc
+    except OSError as exc:
+        raise UserError(f"{path}: not a Keras weights file (HDF5) or unreadable: {exc}") from exc
+    floats = [v for v in model.weights if v.dtype.startswith(("float", "bfloat"))]
+    missing = [v.path for v in floats if np.isnan(v.numpy()).any()]
+    extra = _model_arrays_in(path) - len(model.weights)
+    if missing or extra > 0:
+        what = (
+            f"{len(missing)} of {len(model.weights)} variables are not in the file or have another shape "
+            f"({', '.join(missing[:3])}, ...)"
+            if missing
+            else f"the file holds {extra} variables more than the model has (another head or depth?)"
+        )
+        raise UserError(
+            f"{path}: these weights do not fit the model of this config: {what}; is it the config the "
+            f"weights were trained with? {advice}"
+        )
     return path
+
+
+def _model_arrays_in(path: str) -> int:
+    """How many model (not optimizer) arrays a Keras ``.weights.h5`` file holds."""
+    import h5py
+
+    names: list[str] = []
+    with h5py.File(path, "r") as handle:
+        handle.visit(lambda n: names.append(n) if isinstance(handle[n], h5py.Dataset) else None)
+    return sum(1 for n in names if n.split("/")[0] not in ("optimizer", "metrics"))
