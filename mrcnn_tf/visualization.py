@@ -7,7 +7,7 @@ pictures. Boxes are ``[y1, x1, y2, x2]`` in pixels of the image drawn on.
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -99,7 +99,14 @@ def legible(image: np.ndarray, boxes: np.ndarray, min_size: int) -> tuple[np.nda
 
 
 def prediction_picture(
-    image: np.ndarray, outputs: dict, b: int, names, score_threshold: float = 0.5, min_size: int = 0
+    image: np.ndarray,
+    outputs: dict,
+    b: int,
+    names,
+    score_threshold: float = 0.5,
+    min_size: int = 0,
+    mask_threshold: float = 0.5,
+    on_mask: Callable[[np.ndarray, int, int], None] | None = None,
 ) -> np.ndarray:
     """Detections of image ``b`` of a batch drawn on its (unpadded) input image, uint8 ``[H, W, 3]``.
 
@@ -112,6 +119,10 @@ def prediction_picture(
         score_threshold: detections below this score are not drawn.
         min_size: scale small pictures up (whole factors) to this short side, so that the
             labels are legible (0: the image's own size).
+        mask_threshold: pasted masks are binarised at ``>=`` this.
+        on_mask: called as ``on_mask(crop, y0, x0)`` with each drawn detection's pasted mask
+            (see :func:`mrcnn_tf.ops.masks.paste_mask_crop`), e.g. to RLE-encode it without
+            pasting it again.
 
     Masks are pasted and drawn one at a time over their box (memory: the image and one mask).
     """
@@ -123,8 +134,12 @@ def prediction_picture(
     canvas = image.astype(np.float32)
     if "masks" in outputs:
         for i, colour in zip(keep, instance_colours(len(keep)), strict=True):
-            crop, y0, x0 = paste_mask_crop(outputs["masks"][b, i], outputs["boxes"][b, i], image.shape[:2])
+            crop, y0, x0 = paste_mask_crop(
+                outputs["masks"][b, i], outputs["boxes"][b, i], image.shape[:2], mask_threshold
+            )
             tint(canvas, crop, y0, x0, colour)
+            if on_mask is not None:
+                on_mask(crop, y0, x0)
     labels = [
         f"{names(int(c))} {s:.2f}"
         for c, s in zip(outputs["classes"][b, keep], outputs["scores"][b, keep], strict=True)

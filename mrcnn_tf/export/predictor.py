@@ -257,30 +257,25 @@ def _threshold(outputs: Mapping[str, np.ndarray], score_threshold: float) -> dic
 
 
 def _draw_and_encode(image: np.ndarray, outputs: Mapping[str, np.ndarray], names, mask_threshold: float):
-    """The picture of one image's detections and the RLE of each mask: every mask is pasted
-    once, over its box only, then drawn and encoded (memory: the image plus one mask, so a
-    6000×4000 photo with 100 detections needs ~0.4 GB here, not 19 GB)."""
+    """The picture of one image's (already thresholded) detections and the RLE of each mask:
+    every mask is pasted once, over its box only, then drawn and encoded (memory: a few
+    image-sized buffers plus one mask, whatever the number of detections)."""
     from mrcnn_tf.evaluation.coco_metrics import encode_crop
-    from mrcnn_tf.ops.masks import paste_mask_crop
-    from mrcnn_tf.visualization import draw_instances, instance_colours, tint
+    from mrcnn_tf.visualization import prediction_picture
 
     height, width = image.shape[:2]
-    n = int(outputs["num_detections"][0])
-    boxes = np.clip(np.asarray(outputs["boxes"][0, :n], np.float32), 0, [height, width, height, width])
-    canvas = image.astype(np.float32)
-    segmentations = []
-    if "masks" in outputs:
-        for i, colour in zip(range(n), instance_colours(n), strict=True):
-            crop, y0, x0 = paste_mask_crop(outputs["masks"][0, i], boxes[i], (height, width), mask_threshold)
-            tint(canvas, crop, y0, x0, colour)
-            segmentations.append(encode_crop(crop, y0, x0, height, width))
-    labels = [
-        f"{names(int(c))} {s:.2f}"
-        for c, s in zip(outputs["classes"][0, :n], outputs["scores"][0, :n], strict=True)
-    ]
-    picture = np.clip(canvas, 0, 255, out=canvas).astype(np.uint8)
-    del canvas
-    return draw_instances(picture, boxes, labels), segmentations
+    boxes = np.clip(np.asarray(outputs["boxes"], np.float32), 0, [height, width, height, width])
+    segmentations: list[dict] = []
+    picture = prediction_picture(
+        image,
+        {**outputs, "boxes": boxes},
+        0,
+        names,
+        score_threshold=0.0,  # the outputs are thresholded already
+        mask_threshold=mask_threshold,
+        on_mask=lambda crop, y0, x0: segmentations.append(encode_crop(crop, y0, x0, height, width)),
+    )
+    return picture, segmentations
 
 
 def predict_images(
@@ -344,10 +339,8 @@ def predict_images(
         batch = {"image_id": [image_id], "original_size": [[height, width]], "image_scale": [[1.0, 1.0]]}
         ids = to_dataset or list(range(int(outputs["classes"].max(initial=0)) + 1))
         detections = detections_to_coco({k: v for k, v in outputs.items() if k != "masks"}, batch, ids)
-        for detection, segmentation in zip(
-            detections, segmentations or [None] * len(detections), strict=True
-        ):
-            if segmentation is not None:
+        if segmentations:  # the masks pasted for the picture, encoded once
+            for detection, segmentation in zip(detections, segmentations, strict=True):
                 detection["segmentation"] = segmentation
         results.extend(detections)
         coco_images.append({"id": image_id, "file_name": str(path), "height": height, "width": width})

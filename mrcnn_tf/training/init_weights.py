@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Sequence
-
-import numpy as np
 
 from registry.errors import UserError
 
@@ -60,7 +57,7 @@ def initialize_from(model, path: str | os.PathLike, components: Sequence[str] | 
     Raises:
         UserError: no weights at ``path``, an unknown component, or nothing in the file fits.
     """
-    from mrcnn_tf.training.workdir import resolve_weights
+    from mrcnn_tf.training.workdir import float_variables, load_filled, resolve_weights
 
     source = resolve_weights(path)
     keep = None
@@ -72,22 +69,17 @@ def initialize_from(model, path: str | os.PathLike, components: Sequence[str] | 
                 "component keys of the model config (backbone, neck, rpn_head, box_head, mask_head, ...)"
             )
         keep = {id(v) for c in components for v in getattr(model, c).weights}
-    floats = [v for v in model.weights if np.dtype(v.dtype).kind == "f"]
+    floats = float_variables(model)
     fresh_values = [v.numpy() for v in floats]
-    for v in floats:
-        v.assign(np.full(v.shape, np.nan, np.dtype(v.dtype)))
     try:
-        with warnings.catch_warnings():  # Keras lists the skipped layers; we report them ourselves
-            warnings.simplefilter("ignore")
-            model.load_weights(source, skip_mismatch=True)
+        not_loaded = {id(v) for v in load_filled(model, source, skip_mismatch=True)}
     except Exception:
         for v, value in zip(floats, fresh_values, strict=True):
             v.assign(value)
         raise
     fresh = []
     for v, value in zip(floats, fresh_values, strict=True):
-        not_loaded = bool(np.isnan(v.numpy()).any())
-        if not_loaded or (keep is not None and id(v) not in keep):
+        if id(v) in not_loaded or (keep is not None and id(v) not in keep):
             v.assign(value)
             fresh.append(v.path)
     loaded = len(floats) - len(fresh)

@@ -113,10 +113,14 @@ def train(
     settings = TrainSettings.from_config(cfg)
     runtime = RuntimeSettings.from_config(cfg)
     with process_settings(settings.mixed_precision, runtime.deterministic):
-        return _train(cfg, workdir, overwrite=overwrite, verbose=verbose, strategy=strategy)
+        return _train(
+            cfg, settings, runtime, workdir, overwrite=overwrite, verbose=verbose, strategy=strategy
+        )
 
 
-def _train(cfg, workdir, *, overwrite, verbose, strategy) -> dict:
+def _train(
+    cfg, settings: TrainSettings, runtime: RuntimeSettings, workdir, *, overwrite, verbose, strategy
+) -> dict:
     import keras
     import tensorflow as tf
 
@@ -135,10 +139,8 @@ def _train(cfg, workdir, *, overwrite, verbose, strategy) -> dict:
     from mrcnn_tf.training.strategy import build_strategy, is_chief
     from registry.config import dump_config
 
-    runtime = RuntimeSettings.from_config(cfg)
     if strategy is None:
         strategy = build_strategy(runtime.strategy)
-    settings = TrainSettings.from_config(cfg)
     eval_settings = EvalSettings.from_config(cfg)
     workdir = Path(workdir)
     chief = is_chief(strategy)

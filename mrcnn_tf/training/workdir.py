@@ -163,31 +163,18 @@ def load_weights(model, path: str | os.PathLike) -> str:
     Raises:
         UserError: nothing loadable at ``path``, or weights that do not fit the model.
     """
-    import warnings
-
-    import numpy as np
-
     path = resolve_weights(path)
     advice = (
         "to start from weights of another model (other classes, another head), set train.init_weights instead"
     )
-    # Keras only warns about weights that are missing from the file or do not fit: every
-    # variable is set to NaN first, and one still NaN after loading was not in the file.
-    for variable in model.weights:
-        if variable.dtype in ("float16", "bfloat16", "float32", "float64"):
-            variable.assign(np.full(variable.shape, np.nan, variable.dtype))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.load_weights(path)
+        missing = [v.path for v in load_filled(model, path)]
     except ValueError as exc:
         raise UserError(
             f"{path}: these weights do not fit the model of this config ({exc}); {advice}"
         ) from exc
     except OSError as exc:
         raise UserError(f"{path}: not a Keras weights file (HDF5) or unreadable: {exc}") from exc
-    floats = [v for v in model.weights if v.dtype.startswith(("float", "bfloat"))]
-    missing = [v.path for v in floats if np.isnan(v.numpy()).any()]
     extra = _model_arrays_in(path) - len(model.weights)
     if missing or extra > 0:
         what = (
@@ -201,6 +188,33 @@ def load_weights(model, path: str | os.PathLike) -> str:
             f"weights were trained with? {advice}"
         )
     return path
+
+
+def float_variables(model) -> list:
+    """The model's floating-point variables (the ones a NaN can mark)."""
+    import numpy as np
+
+    return [v for v in model.weights if np.dtype(v.dtype).kind == "f"]
+
+
+def load_filled(model, path: str, *, skip_mismatch: bool = False) -> list:
+    """Load ``path`` into ``model``; return the float variables the file did not fill.
+
+    Found exactly, not parsed from Keras's warnings (Keras only warns about variables missing
+    from the file or of another shape): every float variable is set to NaN first, and those
+    still NaN afterwards were not loaded; they keep the NaN (the caller decides).
+    """
+    import warnings
+
+    import numpy as np
+
+    floats = float_variables(model)
+    for v in floats:
+        v.assign(np.full(v.shape, np.nan, np.dtype(v.dtype)))
+    with warnings.catch_warnings():  # Keras lists the skipped layers; the caller reports them
+        warnings.simplefilter("ignore")
+        model.load_weights(path, skip_mismatch=skip_mismatch)
+    return [v for v in floats if np.isnan(v.numpy()).any()]
 
 
 def _model_arrays_in(path: str) -> int:
