@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import difflib
 import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from registry.config import unknown_key_message
 from registry.errors import ConfigError
 
 #: ``{argument: (low, high)}`` bounds, inclusive; None for an open end.
@@ -31,11 +31,7 @@ def check_keys(section: Mapping[str, Any], allowed: list[str] | tuple[str, ...],
         raise ConfigError(f"must be a mapping (key: value lines), got {section!r}", key=prefix)
     for key in section:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), list(allowed), n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise ConfigError(
-                f"unknown key; {hint}known keys: {', '.join(sorted(allowed))}", key=f"{prefix}.{key}"
-            )
+            raise ConfigError(unknown_key_message(key, allowed), key=f"{prefix}.{key}")
 
 
 def _type_name(hint: Any) -> str:

@@ -349,6 +349,15 @@ def _check_spec(
         raise _error(f"{registry.name} '{entry.name}': {message}", origins, at, root)
 
 
+def unknown_key_message(key: Any, allowed: Iterable[str], label: str = "key") -> str:
+    """``unknown <label>; did you mean <close matches>? known keys: ...`` (the one wording of
+    every unknown-key error of a config section)."""
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(str(key), allowed, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"unknown {label}; {hint}known keys: {', '.join(allowed)}"
+
+
 def validate(
     cfg: Mapping,
     registries: Sequence[Registry],
@@ -369,13 +378,8 @@ def validate(
         allowed = sorted(set(top_level_keys) | {IMPORTS_KEY})
         for key in cfg:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=3, cutoff=0.6)
-                hint = f"did you mean {' or '.join(close)}? " if close else ""
                 raise _error(
-                    f"unknown top-level key '{key}'; {hint}known keys: {', '.join(allowed)}",
-                    origins,
-                    (key,),
-                    root,
+                    unknown_key_message(key, allowed, f"top-level key '{key}'"), origins, (key,), root
                 )
 
     def walk(node: Any, path: Path_) -> None:
