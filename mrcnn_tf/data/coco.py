@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pycocotools.mask as mask_utils
 
 from mrcnn_tf.data.base import DetectionDataset, epoch_indices, raw_example_spec, with_shard_policy
 from mrcnn_tf.data.category_map import CategoryMap
 from mrcnn_tf.data.coco_checks import check_box, check_file_name, check_segmentation, is_int
 from mrcnn_tf.data.images import load_rgb, probe_image
 from mrcnn_tf.data.report import DataReport, DatasetError
-from mrcnn_tf.data.rle import crop_rle, segmentation_to_counts
+from mrcnn_tf.data.rle import crop_rle, segmentation_to_counts, segmentation_to_rle
 from mrcnn_tf.registries import DATASETS
 
 if TYPE_CHECKING:
@@ -134,15 +135,6 @@ def _category_map(path: Path, categories: list) -> CategoryMap:
     if not categories:
         raise DatasetError(f"{path}: 'categories' is empty; a detector needs at least one class")
     return CategoryMap.from_categories(categories)
-
-
-def _box_of_runs(runs: np.ndarray, height: int, width: int) -> list[float]:
-    """COCO ``[x, y, w, h]`` of the foreground of column-major run lengths (non-empty)."""
-    values = np.zeros(len(runs), np.uint8)
-    values[1::2] = 1
-    mask = np.repeat(values, runs).reshape(width, height).T
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]), float(rows[-1] + 1 - rows[0])]
 
 
 def _is_ok(example, ok):
@@ -396,9 +388,7 @@ class CocoDataset(DetectionDataset):
                     report.add(kind, action, message, image_id=image_id, annotation_id=ann_id)
                 return None, image_id, crowd
             findings.append(("box_from_mask", "fixed", "has no 'bbox'; took it from the RLE mask"))
-            bbox = _box_of_runs(
-                segmentation_to_counts(rle, record.height, record.width), record.height, record.width
-            )
+            bbox = mask_utils.toBbox(segmentation_to_rle(rle, record.height, record.width)).tolist()
         else:
             bbox = ann.get("bbox")
         box, box_findings = check_box(bbox, record.width, record.height)
