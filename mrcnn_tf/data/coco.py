@@ -213,6 +213,14 @@ class CocoDataset(DetectionDataset):
                         f"annotations[{k}] has id {ann_id!r}, not an integer; evaluation numbers it anew",
                         annotation_id=f"annotations[{k}]",
                     )
+                elif ann_id == 0:
+                    report.add(
+                        "bad_annotation_id",
+                        "fixed",
+                        f"annotations[{k}] has id 0, which pycocotools reads as 'no match' (that object "
+                        "could never be matched: AP drops); evaluation numbers it anew; start ids at 1",
+                        annotation_id=ann_id,
+                    )
                 elif ann_id in seen_ids:
                     report.add(
                         "duplicate_annotation_id",
@@ -222,9 +230,10 @@ class CocoDataset(DetectionDataset):
                         "numbers it anew; give every annotation its own id",
                         annotation_id=ann_id,
                     )
-                seen_ids.add(ann_id)
+                if is_int(ann_id):
+                    seen_ids.add(ann_id)
             instance, image_id, crowd = self._read_annotation(k, ann, records, known_ids, to_contiguous)
-            if image_id is None or image_id not in records:
+            if not is_int(image_id) or image_id not in records:
                 continue
             if instance is None:
                 lost[image_id] = lost.get(image_id, 0) + 1
@@ -358,7 +367,7 @@ class CocoDataset(DetectionDataset):
             return None, None, False
         ann_id = ann.get("id", f"annotations[{k}]")
         image_id = ann.get("image_id")
-        if image_id not in known_ids or not is_int(image_id):
+        if not is_int(image_id) or image_id not in known_ids:
             report.add(
                 "unknown_image", "dropped", f"image_id {image_id!r} is not in 'images'", annotation_id=ann_id
             )
@@ -368,7 +377,7 @@ class CocoDataset(DetectionDataset):
         record = records[image_id]
         crowd = bool(ann.get("iscrowd", 0))
         category_id = ann.get("category_id")
-        if category_id not in to_contiguous or not is_int(category_id):
+        if not is_int(category_id) or category_id not in to_contiguous:
             report.add(
                 "unknown_category",
                 "dropped",
@@ -518,9 +527,9 @@ class CocoDataset(DetectionDataset):
 
         The evaluator gets exactly what the checks approved: each annotation's cleaned box
         (clipped) and segmentation (bad polygons left out), ``iscrowd`` 0 where it was
-        missing, ``area`` from the mask where it was missing or not a positive number (as COCO
-        defines it), and an ``id`` of its own (ids that repeat or are not integers are numbered
-        anew; pycocotools keys ground truth by id).
+        missing, ``area`` from the mask where it was missing or not a number in
+        ``(0, width * height]`` (as COCO defines it), and an ``id`` of its own (ids that repeat, are 0 or are not integers are
+        numbered anew; pycocotools keys ground truth by id and reads id 0 as "no match").
         """
         images, annotations = [], []
         used = {
@@ -532,12 +541,16 @@ class CocoDataset(DetectionDataset):
             images.append({**record.raw, "width": record.width, "height": record.height})
             for inst, crowd in [(i, 0) for i in record.instances] + [(i, 1) for i in record.crowd]:
                 ann_id = inst.annotation_id
-                if not is_int(ann_id) or ann_id in taken:
+                if not is_int(ann_id) or ann_id == 0 or ann_id in taken:
                     ann_id, next_id = next_id, next_id + 1
                 taken.add(ann_id)
                 y1, x1, y2, x2 = inst.box
                 area = inst.raw.get("area")
-                if not (isinstance(area, (int, float)) and not isinstance(area, bool) and area > 0):
+                if not (
+                    isinstance(area, (int, float))
+                    and not isinstance(area, bool)
+                    and 0 < area <= record.width * record.height  # NaN and inf fail too
+                ):
                     runs = segmentation_to_counts(inst.segmentation, record.height, record.width)
                     area = float(runs[1::2].sum())  # the mask's pixels (polygons, RLE or compressed RLE)
                 annotations.append(

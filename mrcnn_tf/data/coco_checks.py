@@ -104,7 +104,7 @@ def _polygon_area(points: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def _check_polygons(polygons: list) -> tuple[list | None, list[Finding]]:
+def _check_polygons(polygons: list, width: int, height: int) -> tuple[list | None, list[Finding]]:
     kept, findings = [], []
     for k, polygon in enumerate(polygons):
         if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
@@ -119,7 +119,21 @@ def _check_polygons(polygons: list) -> tuple[list | None, list[Finding]]:
                 )
             )
             continue
-        if _polygon_area(np.asarray(polygon, np.float64)) <= 0:
+        points = np.asarray(polygon, np.float64)
+        x, y = points[0::2], points[1::2]
+        # pycocotools rasterises a polygon in memory proportional to its extent: one with a
+        # vertex far outside the image (a typo, a unit mix-up) could take gigabytes
+        if x.min() < -width or x.max() > 2 * width or y.min() < -height or y.max() > 2 * height:
+            findings.append(
+                (
+                    "polygon_outside_image",
+                    "dropped",
+                    f"polygon {k} reaches ({x.min():g}..{x.max():g}, {y.min():g}..{y.max():g}), far outside "
+                    f"the {width}x{height} image; are its coordinates in pixels of this image?",
+                )
+            )
+            continue
+        if _polygon_area(points) <= 0:
             findings.append(("empty_mask", "dropped", f"polygon {k} encloses no area"))
             continue
         kept.append([float(v) for v in polygon])
@@ -177,7 +191,7 @@ def check_segmentation(segmentation: object, width: int, height: int) -> tuple[o
             )
         ]
     if isinstance(segmentation, list):
-        return _check_polygons(segmentation)
+        return _check_polygons(segmentation, width, height)
     if isinstance(segmentation, dict):
         return _check_rle(segmentation, width, height)
     return None, [

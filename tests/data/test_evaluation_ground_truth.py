@@ -134,3 +134,26 @@ def test_an_rle_without_a_bbox_gets_its_box_and_garbage_rle_is_a_finding_not_a_t
     assert kept.box == [5.0, 10.0, 15.0, 30.0]  # [y1, x1, y2, x2], from the mask
     assert ("bad_rle", "dropped") in dataset.report.by_kind()
     assert ("box_from_mask", "fixed") in dataset.report.by_kind()
+
+
+def test_ids_that_are_lists_or_0_are_reported_not_tracebacks_and_id_0_scores_right(tmp_path):
+    anns = [
+        box_ann(0, 1, [2, 2, 10, 10]),  # id 0: pycocotools reads it as "no match"
+        box_ann(2, [1], [20, 5, 15, 12]),  # a list where an image id belongs
+        box_ann(3, 1, [5, 20, 20, 15], category_id={"id": 1}),
+        box_ann(4, 1, [30, 20, 15, 15]),
+    ]
+    path, images = write_coco(tmp_path, [image(1)], anns)
+    dataset = CocoDataset(path, images)
+    kinds = dataset.report.by_kind()
+    assert {("bad_annotation_id", "fixed"), ("unknown_image", "dropped"), ("unknown_category", "dropped")} <= set(
+        kinds
+    ), kinds
+    gt = dataset.coco_dict()
+    assert 0 not in [a["id"] for a in gt["annotations"]] and len(gt["annotations"]) == 2
+    kept = [anns[0], anns[3]]
+    metrics, _ = coco_metrics(gt, _perfect_results(kept), ("bbox",))
+    assert metrics["bbox"]["AP"] == pytest.approx(1.0)
+    raw = {**gt, "annotations": [{**a, "area": a["bbox"][2] * a["bbox"][3], "iscrowd": 0} for a in kept]}
+    broken, _ = coco_metrics(raw, _perfect_results(kept), ("bbox",))
+    assert broken["bbox"]["AP"] < 0.99  # what the raw file would have scored
