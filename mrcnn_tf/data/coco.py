@@ -528,8 +528,9 @@ class CocoDataset(DetectionDataset):
         The evaluator gets exactly what the checks approved: each annotation's cleaned box
         (clipped) and segmentation (bad polygons left out), ``iscrowd`` 0 where it was
         missing, ``area`` from the mask where it was missing or not a number in
-        ``(0, width * height]`` (as COCO defines it), and an ``id`` of its own (ids that repeat, are 0 or are not integers are
-        numbered anew; pycocotools keys ground truth by id and reads id 0 as "no match").
+        ``(0, width * height]`` (as COCO defines it), and an ``id`` of its own (ids that
+        repeat, are 0 or are not integers are numbered anew; pycocotools keys ground truth by
+        id and reads id 0 as "no match").
         """
         images, annotations = [], []
         used = {

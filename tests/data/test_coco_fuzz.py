@@ -51,8 +51,8 @@ def _paths(node, prefix=()):
     """Every (path, value) below ``node``: dict keys and list indices."""
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for key, value in items:
-        yield prefix + (key,), value
-        yield from _paths(value, prefix + (key,))
+        yield (*prefix, key), value
+        yield from _paths(value, (*prefix, key))
 
 
 def _corrupt(data: dict, rng: np.random.Generator) -> tuple[dict, str]:
@@ -71,7 +71,7 @@ def _corrupt(data: dict, rng: np.random.Generator) -> tuple[dict, str]:
             del parent[key]
         elif action == "duplicate" and isinstance(parent, list):
             parent.append(copy.deepcopy(parent[key]))
-        elif action == "scale" and isinstance(parent[key], (int, float)) and not isinstance(parent[key], bool):
+        elif action == "scale" and type(parent[key]) in (int, float):
             parent[key] = parent[key] * float(rng.choice([-1, 0, 100, 1e-9]))
         else:
             action = "replace"
@@ -106,7 +106,8 @@ def _check_ground_truth(gt: dict, what: str) -> None:
     ids = [a["id"] for a in gt["annotations"]]
     assert len(set(ids)) == len(ids), what
     for ann in gt["annotations"]:
-        assert isinstance(ann["id"], int) and ann["id"] != 0 and ann["image_id"] in images and ann["category_id"] in categories, what
+        assert isinstance(ann["id"], int) and ann["id"] != 0, what
+        assert ann["image_id"] in images and ann["category_id"] in categories, what
         img = images[ann["image_id"]]
         assert ann["iscrowd"] in (0, 1) and 0 < ann["area"] <= img["width"] * img["height"], what
         x, y, w, h = ann["bbox"]
