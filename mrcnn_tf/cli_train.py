@@ -53,8 +53,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = config_for(args.config, args.weights, config_overrides(args))
     out = Path(args.out)
-    if (out / "metrics.json").exists() and not args.overwrite:
-        raise UserError(f"{out / 'metrics.json'} already exists; choose another --out or pass --overwrite")
+    existing = [out / name for name in ("metrics.json", "detections.json") if (out / name).exists()]
+    if existing and not args.overwrite:
+        raise UserError(f"{existing[0]} already exists; choose another --out or pass --overwrite")
     if not (cfg.get("data") or {}).get(args.split):
         raise UserError(f"the config has no data.{args.split} dataset to evaluate on")
     settings = EvalSettings.from_config(cfg)
@@ -117,8 +118,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides += [f"train.max_steps={args.steps}", f"train.steps_per_loop={args.steps}"]
     cfg = load_config(args.config, overrides)
-    synthetic_data_in(cfg, args.workdir)
     workdir = Path(args.workdir)
+    if workdir.is_dir() and any(workdir.iterdir()) and not run_files.is_run_directory(workdir):
+        from registry.errors import UserError
+
+        raise UserError(
+            f"{workdir} is not empty and no run of mrcnn-tf wrote it (no {run_files.MARKER}); the demo "
+            "writes data, a run, pictures and an export there. Choose a new or empty --workdir"
+        )
+    synthetic_data_in(cfg, args.workdir)
     started = time.perf_counter()
     print(f"mrcnn-tf demo: {args.config} in {workdir}")
     state = run_files.read_state(workdir)

@@ -243,3 +243,27 @@ def test_weights_that_are_not_hdf5_or_of_another_model_are_one_line_errors(run_d
     assert main([*argv, "--weights", str(other)]) == 2
     err = capsys.readouterr().err
     assert "these weights do not fit the model of this config" in err and "Traceback" not in err
+
+
+def test_the_demo_refuses_a_folder_of_the_users_own(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    files = _user_folder(folder)
+    (folder / "predictions").mkdir()
+    files["predictions/val_0.png"] = b"not a picture the demo drew"
+    (folder / "predictions/val_0.png").write_bytes(files["predictions/val_0.png"])
+    assert main(["demo", "--workdir", str(folder), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "not empty and no run of mrcnn-tf wrote it" in err and "Traceback" not in err
+    assert _unchanged(folder, files) and sorted(p.name for p in folder.iterdir()) == [
+        "config.yaml", "logs", "notes.txt", "predictions"
+    ]  # fmt: skip
+
+
+def test_evaluate_replaces_no_detections_file_of_the_users(run_dir, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "detections.json").write_text("[] # from another tool\n")
+    argv = ["evaluate", "--weights", str(run_dir), "--out", str(out), "--set", "data.val.num_images=2"]
+    assert main(argv) == 2
+    assert "detections.json already exists" in capsys.readouterr().err
+    assert (out / "detections.json").read_text() == "[] # from another tool\n"
