@@ -30,6 +30,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 BACKENDS = ("crop_and_resize", "gather")
+LEVEL_RULES = ("detectron2", "torchvision")
 POOLING = ("avg", "max")
 
 
@@ -319,19 +320,29 @@ def assign_levels(
     max_level: int = 5,
     canonical_size: float = 224.0,
     canonical_level: int = 4,
+    level_rule: str = "detectron2",
 ) -> tf.Tensor:
     """FPN level of each box: ``floor(k0 + log2(sqrt(w * h) / 224))`` clamped (FPN paper eq. 1).
 
     Args:
         boxes: ``[..., 4]`` ``[y1, x1, y2, x2]`` input pixels; zero-area and padded boxes go to
-            ``min_level`` (a 1e-8 guard keeps the log finite, as in Detectron2).
+            ``min_level``.
+        level_rule: where the guard that keeps the log finite goes: ``detectron2``
+            ``floor(k0 + log2(sqrt(wh) / 224 + 1e-8))`` or ``torchvision``
+            ``floor(k0 + log2(sqrt(wh) / 224) + 1e-6)`` (a box of exactly 224·2^k differs).
 
     Returns:
         ``[...]`` int32 levels in ``[min_level, max_level]``.
     """
+    if level_rule not in LEVEL_RULES:
+        raise ValueError(f"level_rule must be one of {LEVEL_RULES}, got '{level_rule}'")
     y1, x1, y2, x2 = tf.unstack(tf.cast(boxes, tf.float32), axis=-1)
     size = tf.sqrt(tf.maximum(y2 - y1, 0.0) * tf.maximum(x2 - x1, 0.0))
-    level = tf.floor(canonical_level + tf.math.log(size / canonical_size + 1e-8) / tf.math.log(2.0))
+    if level_rule == "torchvision":
+        log2 = tf.math.log(tf.maximum(size, 1e-30) / canonical_size) / tf.math.log(2.0)
+        level = tf.floor(canonical_level + log2 + 1e-6)
+    else:
+        level = tf.floor(canonical_level + tf.math.log(size / canonical_size + 1e-8) / tf.math.log(2.0))
     return tf.cast(tf.clip_by_value(level, min_level, max_level), tf.int32)
 
 
@@ -341,6 +352,7 @@ def route_boxes(
     min_level: int = 2,
     canonical_size: float = 224.0,
     canonical_level: int = 4,
+    level_rule: str = "detectron2",
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Send every box of a batch to its pyramid level (shared by RoIAlign and RoIPool).
 
@@ -356,7 +368,7 @@ def route_boxes(
     max_level = min_level + num_levels - 1
     batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]
     flat_boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
-    levels = assign_levels(flat_boxes, min_level, max_level, canonical_size, canonical_level)
+    levels = assign_levels(flat_boxes, min_level, max_level, canonical_size, canonical_level, level_rule)
     index = levels - min_level
     scales = tf.gather(tf.constant([2.0**-lv for lv in range(min_level, max_level + 1)]), index)
     return flat_boxes, index, scales, tf.repeat(tf.range(batch), num)
@@ -373,6 +385,7 @@ def multilevel_roi_align(
     pooling: str = "avg",
     canonical_size: float = 224.0,
     canonical_level: int = 4,
+    level_rule: str = "detectron2",
 ) -> tf.Tensor:
     """RoIAlign on a feature pyramid, each box on the level :func:`assign_levels` picks.
 
@@ -391,7 +404,7 @@ def multilevel_roi_align(
     output_size, sampling_ratio = int(output_size), int(sampling_ratio)
     batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]
     flat_boxes, index, scales, box_indices = route_boxes(
-        len(features), boxes, min_level, canonical_size, canonical_level
+        len(features), boxes, min_level, canonical_size, canonical_level, level_rule
     )
     ys, xs = _sample_grid(flat_boxes, output_size, scales, sampling_ratio, aligned)
     channels = tf.shape(features[0])[-1]

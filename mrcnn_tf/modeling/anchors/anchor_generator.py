@@ -34,6 +34,13 @@ class AnchorGenerator(keras.layers.Layer):
         offset: centre offset in units of the stride (see above).
         strides: ``{"P2": 4, ...}``, each level's stride in input pixels; the builder passes
             the neck's (:meth:`~mrcnn_tf.modeling.base.Neck.output_specs`). None: ``2**k``.
+        round_cell_anchors: round the anchors centred on (0, 0) to whole pixels (computed in
+            float32, half to even), as torchvision's ``AnchorGenerator`` does; Detectron2 and
+            Model Garden keep them unrounded (default).
+        stride_from_size: take each level's stride per axis as ``image_extent // cells``
+            (torchvision: the padded image size over the level's size, e.g. 800 // 13 = 61 on
+            a 13-row P6 of an 800-row image) instead of the nominal stride. The image extent is
+            the lowest level's size times its stride.
 
     Call:
         inputs: ``{"P2": [B, H2, W2, C], ...}`` features (only their spatial sizes are used).
@@ -54,6 +61,8 @@ class AnchorGenerator(keras.layers.Layer):
         scales: tuple[float, ...] | list[float] = (1.0,),
         offset: float = 0.5,
         strides: Mapping[str, int] | None = None,
+        round_cell_anchors: bool = False,
+        stride_from_size: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -85,6 +94,8 @@ class AnchorGenerator(keras.layers.Layer):
                 f"AnchorGenerator levels {missing} have no stride; the pyramid has {sorted(strides)}"
             )
         self.strides = {k: int(strides[k]) for k in levels}
+        self.round_cell_anchors = bool(round_cell_anchors)
+        self.stride_from_size = bool(stride_from_size)
 
     @property
     def num_anchors_per_location(self) -> int:
@@ -100,14 +111,31 @@ class AnchorGenerator(keras.layers.Layer):
                     h = size * scale * math.sqrt(ratio)
                     w = size * scale / math.sqrt(ratio)
                     out.append([-h / 2.0, -w / 2.0, h / 2.0, w / 2.0])
+        if self.round_cell_anchors:
+            import numpy as np
+
+            out = []
+            for size in self._level_sizes[level - self.min_level]:
+                for scale in self.scales:
+                    for ratio in self.aspect_ratios:
+                        # torchvision: h_ratio = sqrt(ar), w_ratio = 1 / h_ratio, all float32
+                        h_ratio = np.sqrt(np.float32(ratio))
+                        w_ratio = np.float32(1.0) / h_ratio
+                        s = np.float32(size) * np.float32(scale)
+                        h, w = h_ratio * s, w_ratio * s
+                        half = np.round(np.array([-h, -w, h, w], np.float32) / np.float32(2.0))
+                        out.append([float(v) for v in half])
         return out
 
-    def grid_anchors(self, level: int, height, width):
-        """Anchors ``[height * width * A, 4]`` for one level with a ``height × width`` grid."""
+    def grid_anchors(self, level: int, height, width, stride_y=None, stride_x=None):
+        """Anchors ``[height * width * A, 4]`` for one level with a ``height × width`` grid
+        (strides: the level's nominal one unless given)."""
         ops = keras.ops
         stride = float(self.strides[f"P{level}"])
-        ys = (ops.cast(ops.arange(height), "float32") + self.offset) * stride
-        xs = (ops.cast(ops.arange(width), "float32") + self.offset) * stride
+        stride_y = stride if stride_y is None else stride_y
+        stride_x = stride if stride_x is None else stride_x
+        ys = (ops.cast(ops.arange(height), "float32") + self.offset) * stride_y
+        xs = (ops.cast(ops.arange(width), "float32") + self.offset) * stride_x
         cy, cx = ops.meshgrid(ys, xs, indexing="ij")
         centers = ops.stack([cy, cx, cy, cx], axis=-1)  # [H, W, 4]
         cell = ops.convert_to_tensor(self.cell_anchors(level), dtype="float32")  # [A, 4]
@@ -116,9 +144,18 @@ class AnchorGenerator(keras.layers.Layer):
 
     def call(self, inputs):
         out = {}
+        first = keras.ops.shape(inputs[f"P{self.min_level}"])
+        extent_y = first[1] * self.strides[f"P{self.min_level}"]
+        extent_x = first[2] * self.strides[f"P{self.min_level}"]
         for level in range(self.min_level, self.max_level + 1):
             shape = keras.ops.shape(inputs[f"P{level}"])
-            out[f"P{level}"] = self.grid_anchors(level, shape[1], shape[2])
+            strides = (None, None)
+            if self.stride_from_size:
+                strides = tuple(
+                    keras.ops.cast(extent // cells, "float32")
+                    for extent, cells in ((extent_y, shape[1]), (extent_x, shape[2]))
+                )
+            out[f"P{level}"] = self.grid_anchors(level, shape[1], shape[2], *strides)
         return out
 
     def get_config(self):
@@ -131,5 +168,7 @@ class AnchorGenerator(keras.layers.Layer):
             scales=self.scales,
             offset=self.offset,
             strides=dict(self.strides),
+            round_cell_anchors=self.round_cell_anchors,
+            stride_from_size=self.stride_from_size,
         )
         return config

@@ -40,6 +40,8 @@ class ResNet(Backbone):
         stride_in_1x1: put the stride-2 of a bottleneck in its first 1×1 conv (MSRA/Caffe
             weights) instead of the 3×3 (torchvision weights, the default).
         width: channels after the stem (64 for the standard networks).
+        norm_epsilon: epsilon of every norm layer: 1e-5 (torchvision v2, Detectron2, MSRA);
+            torchvision's v1 COCO weights were trained with 0 (``overwrite_eps(model, 0.0)``).
 
     Call:
         inputs: ``[B, H, W, 3]`` float32 images, already normalised (pixel mean/std).
@@ -57,9 +59,13 @@ class ResNet(Backbone):
         out_features: tuple[str, ...] | list[str] = STAGE_NAMES,
         stride_in_1x1: bool = False,
         width: int = 64,
+        norm_epsilon: float = 1e-5,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not 0.0 <= float(norm_epsilon) < 1.0:
+            raise ValueError(f"ResNet norm_epsilon must be in [0, 1), got {norm_epsilon}")
+        self.norm_epsilon = float(norm_epsilon)
         if depth not in RESNET_SPECS:
             raise ValueError(f"ResNet depth must be one of {sorted(RESNET_SPECS)}, got {depth}")
         if norm not in NORMS:
@@ -82,7 +88,7 @@ class ResNet(Backbone):
         bottleneck, blocks = RESNET_SPECS[depth]
         expansion = 4 if bottleneck else 1
         self.stem_conv = PaddedConv2D(width, 7, strides=2, use_bias=False, name="stem_conv")
-        self.stem_norm = make_norm(norm, "stem_norm")
+        self.stem_norm = make_norm(norm, "stem_norm", epsilon=self.norm_epsilon)
         self.stem_pool = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="stem_pool")
         last = max(STAGE_NAMES.index(f) for f in out_features)
         self.stages: list[list[ResidualBlock]] = []
@@ -95,6 +101,7 @@ class ResNet(Backbone):
                     bottleneck=bottleneck,
                     norm=norm,
                     stride_in_1x1=stride_in_1x1,
+                    norm_epsilon=self.norm_epsilon,
                     name=f"res{index + 2}_block{b + 1}",
                 )
                 for b in range(blocks[index])
@@ -152,5 +159,6 @@ class ResNet(Backbone):
             out_features=list(self.out_features),
             stride_in_1x1=self.stride_in_1x1,
             width=self.width,
+            norm_epsilon=self.norm_epsilon,
         )
         return config

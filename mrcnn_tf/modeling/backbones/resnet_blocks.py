@@ -20,6 +20,7 @@ class ResidualBlock(keras.layers.Layer):
         bottleneck_channels: width of the bottleneck convs (``filters // 4`` by default).
         norm: see :func:`mrcnn_tf.modeling.layers.make_norm`.
         stride_in_1x1: where the stride goes in a bottleneck block.
+        norm_epsilon: the norm layers' epsilon (1e-5; torchvision's v1 COCO weights use 0).
 
     Input ``[B, H, W, C_in]`` float; output ``[B, ceil(H/strides), ceil(W/strides), filters]``.
     """
@@ -33,9 +34,11 @@ class ResidualBlock(keras.layers.Layer):
         bottleneck_channels: int | None = None,
         norm: str = "frozen_bn",
         stride_in_1x1: bool = False,
+        norm_epsilon: float = 1e-5,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.norm_epsilon = float(norm_epsilon)
         self.filters = filters
         self.strides = strides
         self.bottleneck = bottleneck
@@ -57,7 +60,9 @@ class ResidualBlock(keras.layers.Layer):
                 PaddedConv2D(filters, 3, strides=strides, use_bias=False, name="conv1"),
                 PaddedConv2D(filters, 3, use_bias=False, name="conv2"),
             ]
-        self.norms = [make_norm(norm, f"norm{i + 1}") for i in range(len(self.convs))]
+        self.norms = [
+            make_norm(norm, f"norm{i + 1}", epsilon=self.norm_epsilon) for i in range(len(self.convs))
+        ]
 
     def build(self, input_shape):
         in_channels = input_shape[-1]
@@ -66,7 +71,7 @@ class ResidualBlock(keras.layers.Layer):
             self.shortcut = PaddedConv2D(
                 self.filters, 1, strides=self.strides, use_bias=False, name="shortcut"
             )
-            self.shortcut_norm = make_norm(self.norm, "shortcut_norm")
+            self.shortcut_norm = make_norm(self.norm, "shortcut_norm", epsilon=self.norm_epsilon)
             # Created lazily, after a parent may have frozen this block: inherit the flag.
             self.shortcut.trainable = self.trainable
             self.shortcut_norm.trainable = self.trainable
@@ -103,5 +108,6 @@ class ResidualBlock(keras.layers.Layer):
             bottleneck_channels=self.bottleneck_channels,
             norm=self.norm,
             stride_in_1x1=self.stride_in_1x1,
+            norm_epsilon=self.norm_epsilon,
         )
         return config

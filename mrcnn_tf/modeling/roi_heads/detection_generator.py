@@ -26,6 +26,8 @@ class DetectionGenerator(keras.layers.Layer):
         score_threshold, nms_iou_threshold, max_detections: see above.
         nms_backend: ``combined`` (TF's fused per-class op, no XLA kernel) or ``padded``
             (static shapes: compiles with XLA).
+        min_size: boxes (after clipping) with a side below this many input pixels are not
+            detected (torchvision: 0.01; Detectron2 drops only empty boxes: 0).
         box_coder: the :class:`~mrcnn_tf.ops.boxes.BoxCoder` of the box head's deltas
             (``(10, 10, 5, 5)``); the builder passes the RoI sampler's, which encoded the targets.
 
@@ -49,9 +51,13 @@ class DetectionGenerator(keras.layers.Layer):
         max_detections: int = 100,
         nms_backend: str = "combined",
         box_coder: box_ops.BoxCoder | Mapping | None = None,
+        min_size: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not float(min_size) >= 0.0:
+            raise ValueError(f"DetectionGenerator min_size must be >= 0, got {min_size}")
+        self.min_size = float(min_size)
         if not 0.0 <= float(score_threshold) < 1.0:
             raise ValueError(f"DetectionGenerator score_threshold must be in [0, 1), got {score_threshold}")
         if not 0.0 < float(nms_iou_threshold) <= 1.0:
@@ -78,6 +84,9 @@ class DetectionGenerator(keras.layers.Layer):
         decoded = self.box_coder.decode(deltas, tf.cast(rois, tf.float32)[:, :, None, :])
         decoded = box_ops.clip_boxes(decoded, tf.cast(image_size, tf.float32))
         scores = probs[..., 1:] * tf.cast(valid, tf.float32)[..., None]
+        if self.min_size > 0:  # [B, N, K]: the class's clipped box is big enough
+            sides = tf.minimum(decoded[..., 2] - decoded[..., 0], decoded[..., 3] - decoded[..., 1])
+            scores = tf.where(sides >= self.min_size, scores, 0.0)
         boxes, det_scores, det_classes, count = per_class_nms(
             decoded, scores, slots, self.nms_iou_threshold, self.score_threshold, backend=self.nms_backend
         )
@@ -97,5 +106,6 @@ class DetectionGenerator(keras.layers.Layer):
             max_detections=self.max_detections,
             nms_backend=self.nms_backend,
             box_coder=self.box_coder.get_config(),
+            min_size=self.min_size,
         )
         return config

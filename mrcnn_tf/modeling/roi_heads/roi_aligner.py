@@ -67,6 +67,8 @@ class MultiLevelRoIAlign(_RoIAlignBase):
         min_level, max_level: pyramid levels RoIs may use (P2–P5 in the paper; P6 only feeds
             the RPN).
         canonical_size, canonical_level: the FPN paper's 224 and k0 = 4.
+        level_rule: ``detectron2`` or ``torchvision`` rounding guard of the level formula
+            (see :func:`mrcnn_tf.ops.roi_align.assign_levels`).
 
     Call:
         features: ``{"P2": [B, H/4, W/4, C], ..., "P5": ...}`` (extra levels are ignored).
@@ -87,9 +89,15 @@ class MultiLevelRoIAlign(_RoIAlignBase):
         max_level: int = 5,
         canonical_size: float = 224.0,
         canonical_level: int = 4,
+        level_rule: str = "detectron2",
         **kwargs,
     ):
         super().__init__(output_size, sampling_ratio, aligned, backend, pooling, **kwargs)
+        if level_rule not in ops.LEVEL_RULES:
+            raise ValueError(
+                f"MultiLevelRoIAlign level_rule must be one of {ops.LEVEL_RULES}, got '{level_rule}'"
+            )
+        self.level_rule = level_rule
         if min_level > max_level:
             raise ValueError(
                 f"MultiLevelRoIAlign needs min_level <= max_level, got {min_level} > {max_level}"
@@ -107,6 +115,7 @@ class MultiLevelRoIAlign(_RoIAlignBase):
             min_level=self.min_level,
             canonical_size=self.canonical_size,
             canonical_level=self.canonical_level,
+            level_rule=self.level_rule,
             **self._op_kwargs(),
         )
 
@@ -117,6 +126,7 @@ class MultiLevelRoIAlign(_RoIAlignBase):
             max_level=self.max_level,
             canonical_size=self.canonical_size,
             canonical_level=self.canonical_level,
+            level_rule=self.level_rule,
         )
         return config
 
