@@ -25,7 +25,7 @@ import pickle
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -113,7 +113,7 @@ def _ordered_dict(*args):
 class _SafeUnpickler(pickle.Unpickler):
     """Admits only what state dicts are made of; refuses every other global."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[dict] = {
         ("collections", "OrderedDict"): _ordered_dict,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
         ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,

@@ -48,7 +48,7 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
         return low + (high - low) * torch.rand(shape, generator=generator)
 
     with torch.no_grad():
-        for name, module in model.named_modules():
+        for module in model.modules():
             if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
                 fan_in = (
                     module.weight[0].numel()
@@ -145,7 +145,7 @@ def main() -> None:
     for key, value in captured["backbone"].items():
         arrays[f"fpn_{key}"] = value.numpy()
     logits, deltas = captured["rpn_head"]
-    for level, (lg, dl) in enumerate(zip(logits, deltas)):
+    for level, (lg, dl) in enumerate(zip(logits, deltas, strict=True)):
         arrays[f"rpn_logits_{level}"] = lg.numpy()
         arrays[f"rpn_deltas_{level}"] = dl.numpy()
     arrays["proposals"] = captured["rpn"][0][0].numpy()
