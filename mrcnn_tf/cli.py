@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from mrcnn_tf import __version__
 from mrcnn_tf.cli_common import config_overrides
+from mrcnn_tf.cli_convert import add_convert_command
 from mrcnn_tf.cli_data import add_data_commands
 from mrcnn_tf.cli_predict import add_predict_command
 from mrcnn_tf.cli_train import add_train_commands
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(sub, common, overrides, _Parser, _with_framework)
     add_data_commands(sub, common, overrides, _Parser, _with_framework)
     add_predict_command(sub, common, overrides, _with_framework)
+    add_convert_command(sub, common, overrides, _Parser, _with_framework)
 
     return parser
 

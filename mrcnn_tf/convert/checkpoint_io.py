@@ -68,6 +68,10 @@ TORCH_DTYPES = {
     "bool": "BoolStorage",
 }
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+try:  # NumPy 2 renamed numpy.core (pickles name either)
+    from numpy._core import multiarray as _np_multiarray
+except ImportError:  # NumPy 1
+    from numpy.core import multiarray as _np_multiarray
 
 
 class _StorageType:
@@ -118,12 +122,12 @@ class _SafeUnpickler(pickle.Unpickler):
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
         ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("numpy.core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): np.core.multiarray._reconstruct,
+        ("numpy.core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _np_multiarray._reconstruct,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
-        ("numpy.core.multiarray", "scalar"): np.core.multiarray.scalar,
-        ("numpy._core.multiarray", "scalar"): np.core.multiarray.scalar,
+        ("numpy.core.multiarray", "scalar"): _np_multiarray.scalar,
+        ("numpy._core.multiarray", "scalar"): _np_multiarray.scalar,
     }
 
     def __init__(self, handle, path: Path, storages=None):

@@ -1,0 +1,250 @@
+"""torchvision Mask R-CNN checkpoints → our model, exactly.
+
+Architectures, recognised from the keys: ``maskrcnn_resnet50_fpn`` (v1: FrozenBN ResNet-50
+with epsilon 0, FPN, one-conv RPN head, two-fc box head, four-conv mask head) and
+``maskrcnn_resnet50_fpn_v2`` (BN in the FPN and heads, two-conv RPN head, 4conv1fc box head).
+Both key formats torchvision has used are read (its 2019 files say ``rpn.head.conv.weight``,
+``backbone.fpn.inner_blocks.0.weight``, ``roi_heads.mask_head.mask_fcn1.weight``; today's
+``...conv.0.0...``, ``...inner_blocks.0.0...``, ``...mask_head.0.0...``).
+
+Layouts: conv OIHW → HWIO (``transpose(2, 3, 1, 0)``, transposed convs too); Linear ``.T``; the
+first fc after a 7×7 RoI flattens (C, H, W) in torch and (H, W, C) here; box deltas are
+``(dx, dy, dw, dh)`` per class in torch, ``(dy, dx, dh, dw)`` here; torchvision's 91 outputs
+keep index = COCO category id (the 10 unused ids included, so that softmax scores match), and
+its background rows of ``bbox_pred`` and channel 0 of the mask logits, which inference never
+reads, are dropped.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from mrcnn_tf.convert.checkpoint_io import CheckpointError
+
+ARCHS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+#: The zoo config that reproduces each architecture's conventions.
+CONFIGS = {
+    "maskrcnn_resnet50_fpn": "mask_rcnn_r50_fpn_torchvision_coco.yaml",
+    "maskrcnn_resnet50_fpn_v2": "mask_rcnn_r50_fpn_v2_torchvision_coco.yaml",
+}
+#: torchvision's 91 COCO labels: index = COCO category id, "N/A" for the 10 unused ids.
+COCO_91 = (
+    "__background__ person bicycle car motorcycle airplane bus train truck boat traffic_light "
+    "fire_hydrant N/A stop_sign parking_meter bench bird cat dog horse sheep cow elephant bear "
+    "zebra giraffe N/A backpack umbrella N/A N/A handbag tie suitcase frisbee skis snowboard "
+    "sports_ball kite baseball_bat baseball_glove skateboard surfboard tennis_racket bottle N/A "
+    "wine_glass cup fork knife spoon bowl banana apple sandwich orange broccoli carrot hot_dog "
+    "pizza donut cake chair couch potted_plant bed N/A dining_table N/A N/A toilet N/A tv laptop "
+    "mouse remote keyboard cell_phone microwave oven toaster sink refrigerator N/A book clock "
+    "vase scissors teddy_bear hair_drier toothbrush"
+).split()
+COCO_91 = tuple(name.replace("_", " ") for name in COCO_91)
+
+_OLD_TO_NEW = [
+    (
+        re.compile(r"^backbone\.fpn\.(inner|layer)_blocks\.(\d)\.(weight|bias)$"),
+        r"backbone.fpn.\1_blocks.\2.0.\3",
+    ),
+    (re.compile(r"^rpn\.head\.conv\.(weight|bias)$"), r"rpn.head.conv.0.0.\1"),
+    (re.compile(r"^roi_heads\.mask_head\.mask_fcn(\d)\.(weight|bias)$"), None),
+]
+
+
+def label_map() -> dict:
+    """``label_map.json`` content: classes 1..90 are COCO category ids 1..90."""
+    return {"categories": [{"id": i, "name": name} for i, name in enumerate(COCO_91) if i > 0]}
+
+
+def normalise_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Today's key names: ``module.`` prefixes stripped, the 2019 names renamed."""
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key.endswith("num_batches_tracked"):
+            continue
+        for pattern, replacement in _OLD_TO_NEW:
+            match = pattern.match(key)
+            if match and replacement is None:  # mask_fcn{k} -> mask_head.{k-1}.0
+                key = f"roi_heads.mask_head.{int(match.group(1)) - 1}.0.{match.group(2)}"
+            elif match:
+                key = pattern.sub(replacement, key)
+        out[key] = value
+    return out
+
+
+def detect_arch(state: dict[str, np.ndarray], path) -> str:
+    """The architecture of a (normalised) state dict, or a :class:`CheckpointError` saying what it is."""
+    if any(k.startswith("roi_heads.keypoint") for k in state):
+        raise CheckpointError(
+            f"{path}: a Keypoint R-CNN checkpoint (roi_heads.keypoint_*); this converter takes Mask R-CNN"
+        )
+    if "fc.weight" in state and "conv1.weight" in state:
+        raise CheckpointError(
+            f"{path}: an image classifier (conv1, fc), not a detector; a COCO Mask R-CNN checkpoint "
+            "has backbone.body.*, rpn.* and roi_heads.* keys"
+        )
+    if not any(k.startswith("roi_heads.mask_") for k in state):
+        raise CheckpointError(
+            f"{path}: not a torchvision Mask R-CNN checkpoint (no roi_heads.mask_head / mask_predictor "
+            f"keys; first keys: {', '.join(list(state)[:3])})"
+        )
+    if "roi_heads.box_head.5.weight" in state:
+        return "maskrcnn_resnet50_fpn_v2"
+    return "maskrcnn_resnet50_fpn"
+
+
+def _conv(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+
+
+def _deltas(w: np.ndarray, drop_background: bool) -> np.ndarray:
+    """Rows ``4c + (dx, dy, dw, dh)`` → ``4c + (dy, dx, dh, dw)``; without class 0 if asked."""
+    groups = w.reshape(-1, 4, *w.shape[1:])
+    if drop_background:
+        groups = groups[1:]
+    return groups[:, [1, 0, 3, 2]].reshape(-1, *w.shape[1:])
+
+
+def _norm_pairs(layer, prefix: str) -> list:
+    return [
+        (layer.gamma, f"{prefix}.weight", None),
+        (layer.beta, f"{prefix}.bias", None),
+        (layer.moving_mean, f"{prefix}.running_mean", None),
+        (layer.moving_variance, f"{prefix}.running_var", None),
+    ]
+
+
+def _conv_pairs(layer, prefix: str, transform=_conv) -> list:
+    pairs = [(layer.kernel, f"{prefix}.weight", transform)]
+    if getattr(layer, "bias", None) is not None:
+        pairs.append((layer.bias, f"{prefix}.bias", None))
+    return pairs
+
+
+def weight_pairs(model, arch: str) -> list:
+    """``(variable, torch key, transform)`` for every variable of ``model``."""
+    v2 = arch == "maskrcnn_resnet50_fpn_v2"
+    backbone, neck = model.backbone, model.neck
+    pairs = _conv_pairs(backbone.stem_conv, "backbone.body.conv1") + _norm_pairs(
+        backbone.stem_norm, "backbone.body.bn1"
+    )
+    for s, stage in enumerate(backbone.stages):
+        for b, block in enumerate(stage):
+            prefix = f"backbone.body.layer{s + 1}.{b}"
+            for k, (conv, norm) in enumerate(zip(block.convs, block.norms, strict=True)):
+                pairs += _conv_pairs(conv, f"{prefix}.conv{k + 1}") + _norm_pairs(norm, f"{prefix}.bn{k + 1}")
+            if block.shortcut is not None:
+                pairs += _conv_pairs(block.shortcut, f"{prefix}.downsample.0")
+                pairs += _norm_pairs(block.shortcut_norm, f"{prefix}.downsample.1")
+    for i, k in enumerate(neck.input_levels):
+        pairs += _conv_pairs(neck.laterals[f"C{k}"], f"backbone.fpn.inner_blocks.{i}.0")
+        pairs += _conv_pairs(neck.outputs[f"C{k}"], f"backbone.fpn.layer_blocks.{i}.0")
+        if v2:
+            pairs += _norm_pairs(neck.lateral_norms[f"C{k}"], f"backbone.fpn.inner_blocks.{i}.1")
+            pairs += _norm_pairs(neck.output_norms[f"C{k}"], f"backbone.fpn.layer_blocks.{i}.1")
+    rpn = model.rpn_head
+    for i, conv in enumerate(rpn.convs):
+        pairs += _conv_pairs(conv, f"rpn.head.conv.{i}.0")
+    pairs += _conv_pairs(rpn.objectness, "rpn.head.cls_logits")
+    pairs += [
+        (rpn.box_deltas.kernel, "rpn.head.bbox_pred.weight", lambda w: _conv(_deltas(w, False))),
+        (rpn.box_deltas.bias, "rpn.head.bbox_pred.bias", lambda b: _deltas(b, False)),
+    ]
+    head = model.box_head
+    for i, conv in enumerate(head.tower.convs):
+        pairs += _conv_pairs(conv, f"roi_heads.box_head.{i}.0")
+        pairs += _norm_pairs(head.tower.norms[i], f"roi_heads.box_head.{i}.1")
+    fc_names = ["roi_heads.box_head.5"] if v2 else ["roi_heads.box_head.fc6", "roi_heads.box_head.fc7"]
+    for i, (fc, name) in enumerate(zip(head.fcs, fc_names, strict=True)):
+        if i == 0:  # torch flattens (C, H, W), we flatten (H, W, C)
+            channels = head.tower.filters if head.tower.num_convs else model.neck.num_channels
+
+            def first_fc(w, c=channels):
+                s = round((w.shape[1] / c) ** 0.5)
+                return np.ascontiguousarray(
+                    w.reshape(-1, c, s, s).transpose(2, 3, 1, 0).reshape(-1, w.shape[0])
+                )
+
+            pairs += [(fc.kernel, f"{name}.weight", first_fc), (fc.bias, f"{name}.bias", None)]
+        else:
+            pairs += [
+                (fc.kernel, f"{name}.weight", lambda w: np.ascontiguousarray(w.T)),
+                (fc.bias, f"{name}.bias", None),
+            ]
+    predictor = head.predictor
+    pairs += [
+        (
+            predictor.cls_score.kernel,
+            "roi_heads.box_predictor.cls_score.weight",
+            lambda w: np.ascontiguousarray(w.T),
+        ),
+        (predictor.cls_score.bias, "roi_heads.box_predictor.cls_score.bias", None),
+        (
+            predictor.bbox_pred.kernel,
+            "roi_heads.box_predictor.bbox_pred.weight",
+            lambda w: np.ascontiguousarray(_deltas(w, True).T),
+        ),
+        (predictor.bbox_pred.bias, "roi_heads.box_predictor.bbox_pred.bias", lambda b: _deltas(b, True)),
+    ]
+    mask = model.mask_head
+    for i, conv in enumerate(mask.tower.convs):
+        pairs += _conv_pairs(conv, f"roi_heads.mask_head.{i}.0")
+        if v2:
+            pairs += _norm_pairs(mask.tower.norms[i], f"roi_heads.mask_head.{i}.1")
+    pairs += _conv_pairs(mask.upsampler, "roi_heads.mask_predictor.conv5_mask")
+    pairs += [
+        (mask.predictor.kernel, "roi_heads.mask_predictor.mask_fcn_logits.weight", lambda w: _conv(w[1:])),
+        (mask.predictor.bias, "roi_heads.mask_predictor.mask_fcn_logits.bias", lambda b: b[1:]),
+    ]
+    return pairs
+
+
+def assign(model, state: dict[str, np.ndarray], arch: str, path) -> None:
+    """Set every variable of a built ``model`` from ``state`` (normalised keys).
+
+    Raises:
+        CheckpointError: keys missing or left over, or shapes that do not fit, listed (the first
+            few of each) in one message; nothing is assigned then.
+    """
+    pairs = weight_pairs(model, arch)
+    missing, wrong, values = [], [], []
+    used = set()
+    for variable, key, transform in pairs:
+        if key not in state:
+            missing.append(key)
+            continue
+        used.add(key)
+        value = state[key].astype(np.float32)
+        if transform is not None:
+            try:
+                value = transform(value)
+            except ValueError:
+                wrong.append(f"{key} {tuple(state[key].shape)}")
+                continue
+        if tuple(value.shape) != tuple(variable.shape):
+            wrong.append(f"{key} {tuple(state[key].shape)}")
+            continue
+        values.append((variable, value))
+    extra = [k for k in state if k not in used]
+    problems = []
+    if missing:
+        problems.append(
+            f"{len(missing)} keys missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+        )
+    if extra:
+        problems.append(
+            f"{len(extra)} keys not used ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"
+        )
+    if wrong:
+        problems.append(
+            f"{len(wrong)} shapes do not fit {arch} with 91 classes ({', '.join(wrong[:3])}"
+            f"{', ...' if len(wrong) > 3 else ''})"
+        )
+    if problems:
+        raise CheckpointError(
+            f"{path}: not a {arch} checkpoint as torchvision writes it: {'; '.join(problems)}"
+        )
+    for variable, value in values:
+        variable.assign(value)

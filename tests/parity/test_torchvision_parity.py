@@ -1,0 +1,175 @@
+"""Exactness against torchvision itself: its Mask R-CNN with seeded random weights, saved by
+``torch.save``, converted by ``mrcnn-tf convert torchvision``, run on the same image; every stage
+and the final detections agree.
+
+torch and torchvision live in a separate environment (``python3 dev.py test-torch`` creates
+``.venv-torch`` and runs these tests; ``MRCNN_TF_TORCH_PYTHON`` names another interpreter): the
+reference script runs there in a subprocess and writes the checkpoint and its stage outputs;
+everything here runs without torch. Marked ``torch``: not skipped, deselected from the default
+suite and run by that target (in CI too).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.torch
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "tests" / "torch_reference" / "maskrcnn_reference.py"
+
+
+def torch_python() -> str:
+    python = os.environ.get("MRCNN_TF_TORCH_PYTHON", str(ROOT / ".venv-torch" / "bin" / "python"))
+    if not Path(python).exists():
+        pytest.fail(f"no torch environment at {python}: run `python3 dev.py test-torch`, which creates it")
+    return python
+
+
+def write_photo(path: Path, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A picture with smooth gradients and solid discs (structure for the RPN to find)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1).astype(
+        np.uint8
+    )
+    for _ in range(8):
+        cy, cx, r = rng.integers(40, height - 40), rng.integers(40, width - 40), rng.integers(20, 90)
+        img[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.integers(0, 256, 3)
+    Image.fromarray(img).save(path)
+    return img
+
+
+def run_reference(out: Path, image: Path, *args: str) -> dict[str, np.ndarray]:
+    cmd = [torch_python(), str(REFERENCE), "--image", str(image), "--out", str(out), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(out / "stages.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def close(ours, theirs, rtol: float = 1e-4, what: str = "") -> None:
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    assert ours.shape == theirs.shape, (what, ours.shape, theirs.shape)
+    scale = max(np.abs(theirs).max(), 1e-6)
+    err = np.abs(ours - theirs).max() / scale
+    assert err <= rtol, f"{what}: max error {err:.2e} of the largest value {scale:.3g}"
+
+
+def yxyx(xyxy: np.ndarray) -> np.ndarray:
+    return xyxy[..., [1, 0, 3, 2]]
+
+
+@pytest.fixture(scope="module")
+def v1(tmp_path_factory):
+    """The reference run and our converted run directory (old key names, as the COCO file has)."""
+    from mrcnn_tf.cli import main
+
+    root = tmp_path_factory.mktemp("tv_v1")
+    write_photo(root / "photo.png", 480, 608)
+    ref = run_reference(
+        root / "ref",
+        root / "photo.png",
+        "--arch",
+        "v1",
+        "--min-size",
+        "480",
+        "--max-size",
+        "800",
+        "--old-keys",
+    )
+    run = root / "converted"
+    overrides = ["--set", "data.pipeline.min_size=480", "data.pipeline.max_size=800"]
+    assert (
+        main(["convert", "torchvision", str(root / "ref" / "model.pth"), "--out", str(run), *overrides]) == 0
+    )
+    return root, ref, run
+
+
+def _model(run: Path):
+    from mrcnn_tf.cli_common import config_for, model_with_weights
+
+    cfg = config_for(None, str(run), [])
+    model, _ = model_with_weights(cfg, str(run))
+    return model
+
+
+def test_every_stage_agrees_with_torchvision_v1(v1):
+    import tensorflow as tf
+
+    root, ref, run = v1
+    model = _model(run)
+    photo = np.asarray(Image.open(root / "photo.png"), np.float32)[None]
+    assert ref["image"].shape[2:] == (480, 608)  # no resize, no padding: the same input
+    _, _, pyramid, _, objectness, deltas, proposals = model._features({"images": tf.constant(photo)}, False)
+    for level, name in enumerate(["0", "1", "2", "3", "pool"]):
+        close(pyramid[f"P{level + 2}"][0], ref[f"fpn_{name}"][0].transpose(1, 2, 0), what=f"P{level + 2}")
+    for level in range(5):
+        logits = ref[f"rpn_logits_{level}"][0]  # [A, H, W]
+        a, h, w = logits.shape
+        close(
+            objectness[f"P{level + 2}"][0],
+            logits.transpose(1, 2, 0).reshape(-1),
+            what=f"RPN logits P{level + 2}",
+        )
+        d = ref[f"rpn_deltas_{level}"][0].reshape(a, 4, h, w).transpose(2, 3, 0, 1).reshape(-1, 4)
+        close(deltas[f"P{level + 2}"][0], d[:, [1, 0, 3, 2]], what=f"RPN deltas P{level + 2}")
+    boxes, _, valid = proposals
+    n = int(np.sum(valid[0]))
+    assert n == len(ref["proposals"])
+    close(boxes[0, :n], yxyx(ref["proposals"]), rtol=1e-4, what="proposals")
+    # The box head on torchvision's proposals: RoI features, class logits, deltas.
+    rois = tf.constant(yxyx(ref["proposals"])[None], tf.float32)
+    roi_features = model.box_roi_aligner(pyramid, rois)
+    close(roi_features[0], ref["box_roi_features"].transpose(0, 2, 3, 1), what="box RoI features")
+    head = model.box_head(roi_features, training=False)
+    close(head["logits"][0], ref["class_logits"], what="class logits")
+    theirs = ref["box_deltas"].reshape(-1, 91, 4)[:, 1:, [1, 0, 3, 2]]
+    close(head["deltas"][0], theirs, what="box deltas")
+    # The mask head on torchvision's detections, for its labels.
+    det = tf.constant(yxyx(ref["det_boxes"])[None], tf.float32)
+    mask_features = model.mask_roi_aligner(pyramid, det)
+    close(mask_features[0], ref["mask_roi_features"].transpose(0, 2, 3, 1), what="mask RoI features")
+    labels = tf.constant(ref["det_labels"][None], tf.int32)
+    logits = model.mask_head(mask_features, training=False, classes=labels)
+    probs = model._mask_probabilities(logits, labels)
+    close(probs[0], ref["mask_probs"], rtol=1e-4, what="28x28 mask probabilities")
+
+
+def match_detections(boxes, scores, classes, ref_boxes, ref_scores, ref_labels) -> list[tuple[int, int]]:
+    """Pair each of our detections with torchvision's of the same class and the nearest box
+    (detections whose scores differ by ~1e-6 may come in either order)."""
+    pairs, taken = [], set()
+    for i in range(len(scores)):
+        same = [j for j in range(len(ref_scores)) if ref_labels[j] == classes[i] and j not in taken]
+        assert same, f"our detection {i} (class {classes[i]}, score {scores[i]:.4f}) is not torchvision's"
+        j = min(same, key=lambda j: np.abs(boxes[i] - ref_boxes[j]).max() + abs(scores[i] - ref_scores[j]))
+        taken.add(j)
+        pairs.append((i, j))
+    return pairs
+
+
+def test_final_detections_agree_with_torchvision_v1(v1):
+    import tensorflow as tf
+
+    root, ref, run = v1
+    model = _model(run)
+    photo = np.asarray(Image.open(root / "photo.png"), np.float32)[None]
+    out = model({"images": tf.constant(photo)}, training=False)
+    n = int(out["num_detections"][0])
+    assert n == len(ref["final_scores"]) > 10
+    boxes, scores = out["boxes"][0, :n].numpy(), out["scores"][0, :n].numpy()
+    classes = out["classes"][0, :n].numpy()
+    ref_boxes = yxyx(ref["final_boxes"])
+    pairs = match_detections(boxes, scores, classes, ref_boxes, ref["final_scores"], ref["final_labels"])
+    ours, theirs = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    assert len(set(theirs)) == n  # the same detections, one to one
+    np.testing.assert_array_equal(classes[ours], ref["final_labels"][theirs])
+    np.testing.assert_allclose(scores[ours], ref["final_scores"][theirs], atol=1e-3)
+    np.testing.assert_allclose(boxes[ours], ref_boxes[theirs], atol=0.5)
