@@ -231,15 +231,15 @@ def assign(model, state: dict[str, np.ndarray], arch: str, path) -> None:
     problems = []
     if missing:
         problems.append(
-            f"{len(missing)} keys missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+            f"{len(missing)} key(s) missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
         )
     if extra:
         problems.append(
-            f"{len(extra)} keys not used ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"
+            f"{len(extra)} key(s) not used ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"
         )
     if wrong:
         problems.append(
-            f"{len(wrong)} shapes do not fit {arch} with 91 classes ({', '.join(wrong[:3])}"
+            f"{len(wrong)} shape(s) do not fit {arch} with 91 classes ({', '.join(wrong[:3])}"
             f"{', ...' if len(wrong) > 3 else ''})"
         )
     if problems:

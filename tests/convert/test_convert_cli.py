@@ -1,0 +1,162 @@
+"""``mrcnn-tf convert torchvision`` from the user's side, without torch: checkpoints with
+torchvision's real key names and shapes (``tests/fixtures/torchvision/*.json``, read off
+torchvision 0.29.1), in each file format we read; bad checkpoints are one clear message with
+exit status 2 and nothing written; a pickle that would run code is refused before it runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrcnn_tf.cli import main
+from mrcnn_tf.convert import torchvision as tv
+from mrcnn_tf.convert.checkpoint_io import CheckpointError, read_checkpoint
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "torchvision"
+
+
+def shapes(name: str) -> dict[str, list[int]]:
+    return json.loads((FIXTURES / f"{name}.json").read_text())["state_dict_shapes"]
+
+
+def state_dict(name: str, seed: int = 0, old_keys: bool = False) -> dict[str, np.ndarray]:
+    """Random arrays with torchvision's key names and shapes (``old_keys``: its 2019 names)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, shape in shapes(name).items():
+        if old_keys:
+            key = key.replace("rpn.head.conv.0.0.", "rpn.head.conv.")
+            for i in range(4):
+                key = key.replace(f"inner_blocks.{i}.0.", f"inner_blocks.{i}.").replace(
+                    f"layer_blocks.{i}.0.", f"layer_blocks.{i}."
+                )
+                key = key.replace(f"roi_heads.mask_head.{i}.0.", f"roi_heads.mask_head.mask_fcn{i + 1}.")
+        value = rng.normal(0, 0.01, shape).astype(np.float32)
+        if key.endswith("running_var"):
+            value = np.abs(value) + 1.0
+        if key.endswith("num_batches_tracked"):
+            value = np.asarray(0, np.int64)
+        out[key] = value
+    return out
+
+
+def convert(checkpoint: Path, out: Path, *extra: str) -> int:
+    return main(["convert", "torchvision", str(checkpoint), "--out", str(out), *extra])
+
+
+def test_old_key_names_in_npz_convert_to_a_run_directory_that_predict_takes(tmp_path, capsys):
+    state = state_dict("maskrcnn_resnet50_fpn", old_keys=True)
+    assert "rpn.head.conv.weight" in state and "roi_heads.mask_head.mask_fcn1.weight" in state
+    np.savez(tmp_path / "model.npz", **state)
+    run = tmp_path / "run"
+    assert convert(tmp_path / "model.npz", run) == 0
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".mrcnn_tf_run", "config.yaml", "label_map.json", "model.weights.h5"
+    ]  # fmt: skip
+    labels = json.loads((run / "label_map.json").read_text())
+    ids = [c["id"] for c in labels["categories"]]
+    assert ids == list(range(1, 91))  # class k = COCO category id k
+    named = {c["id"]: c["name"] for c in labels["categories"]}
+    assert named[1] == "person" and named[90] == "toothbrush" and named[12] == "N/A" and named[44] == "bottle"
+    assert "maskrcnn_resnet50_fpn" in capsys.readouterr().out
+    from PIL import Image
+
+    Image.fromarray(np.full((96, 128, 3), 120, np.uint8)).save(tmp_path / "photo.png")
+    argv = ["predict", str(tmp_path / "photo.png"), "--weights", str(run), "--out", str(tmp_path / "pred")]
+    assert main([*argv, "--set", "data.pipeline.min_size=96", "data.pipeline.max_size=128"]) == 0
+    assert (tmp_path / "pred" / "predictions.json").is_file()
+
+
+def _fails(checkpoint: Path, out: Path, capsys, *expected: str) -> str:
+    assert convert(checkpoint, out) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for text in expected:
+        assert text in err, err
+    assert not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}-")]
+    return err
+
+
+def test_missing_extra_and_misshapen_keys_are_listed_in_one_message(tmp_path, capsys):
+    state = state_dict("maskrcnn_resnet50_fpn")
+    del state["roi_heads.box_head.fc7.weight"]
+    state["roi_heads.extra_layer.weight"] = np.zeros(3, np.float32)
+    state["roi_heads.box_predictor.cls_score.weight"] = np.zeros((81, 1024), np.float32)  # 80 classes
+    np.savez(tmp_path / "model.npz", **state)
+    _fails(
+        tmp_path / "model.npz",
+        tmp_path / "run",
+        capsys,
+        "1 key(s) missing (roi_heads.box_head.fc7.weight)",
+        "1 key(s) not used (roi_heads.extra_layer.weight)",
+        "roi_heads.box_predictor.cls_score.weight (81, 1024)",
+    )
+
+
+def test_a_classifier_a_keypoint_rcnn_and_a_non_checkpoint_are_named(tmp_path, capsys):
+    np.savez(tmp_path / "resnet50.npz", **state_dict("resnet50"))
+    _fails(tmp_path / "resnet50.npz", tmp_path / "a", capsys, "an image classifier")
+    np.savez(tmp_path / "kp.npz", **state_dict("keypointrcnn_resnet50_fpn"))
+    _fails(tmp_path / "kp.npz", tmp_path / "b", capsys, "a Keypoint R-CNN checkpoint")
+    (tmp_path / "notes.pth").write_text("not weights\n")
+    _fails(tmp_path / "notes.pth", tmp_path / "c", capsys, "not a checkpoint")
+    _fails(tmp_path / "missing.pth", tmp_path / "d", capsys, "checkpoint not found")
+
+
+def test_an_existing_folder_is_never_written_into(tmp_path, capsys):
+    np.savez(tmp_path / "model.npz", x=np.zeros(1))
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert convert(tmp_path / "model.npz", out) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+class _Planted:
+    """Unpickling this would run a shell command."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path, capsys):
+    marker = tmp_path / "it_ran"
+    payload = pickle.dumps({"model": {"conv1.weight": _Planted(marker)}})
+    (tmp_path / "model_final.pkl").write_bytes(payload)
+    with zipfile.ZipFile(tmp_path / "model.pth", "w") as archive:  # torch.save's zip layout
+        archive.writestr("model/data.pkl", payload)
+    for name in ("model_final.pkl", "model.pth"):
+        with pytest.raises(CheckpointError, match="only tensors, arrays and plain containers"):
+            read_checkpoint(tmp_path / name)
+        _fails(tmp_path / name, tmp_path / f"out_{name}", capsys, "posix.system", "refused")
+    assert not marker.exists()
+
+
+def test_detectron2_style_pickles_of_numpy_arrays_are_read(tmp_path):
+    weights = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b.bias": np.ones(2, np.float64)}
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps({"model": weights, "__author__": "Detectron2 Model Zoo"}))
+    read = read_checkpoint(tmp_path / "m.pkl")
+    assert sorted(read) == ["a.weight", "b.bias"]
+    np.testing.assert_array_equal(read["a.weight"], weights["a.weight"])
+
+
+def test_safetensors_are_read(tmp_path):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [3, 4], "data_offsets": [0, 48]}}).encode()
+    (tmp_path / "m.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + a.tobytes())
+    np.testing.assert_array_equal(read_checkpoint(tmp_path / "m.safetensors")["w"], a)
+
+
+def test_the_91_labels_are_torchvisions():
+    assert len(tv.COCO_91) == 91
+    assert [i for i, n in enumerate(tv.COCO_91) if n == "N/A"] == [12, 26, 29, 30, 45, 66, 68, 69, 71, 83]
