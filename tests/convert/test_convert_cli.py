@@ -160,3 +160,12 @@ def test_safetensors_are_read(tmp_path):
 def test_the_91_labels_are_torchvisions():
     assert len(tv.COCO_91) == 91
     assert [i for i, n in enumerate(tv.COCO_91) if n == "N/A"] == [12, 26, 29, 30, 45, 66, 68, 69, 71, 83]
+
+
+def test_v2_is_recognised_from_its_keys_and_converted(tmp_path, capsys):
+    np.savez(tmp_path / "v2.npz", **state_dict("maskrcnn_resnet50_fpn_v2"))
+    assert convert(tmp_path / "v2.npz", tmp_path / "run") == 0
+    assert "maskrcnn_resnet50_fpn_v2" in capsys.readouterr().out
+    assert "norm: bn" in (tmp_path / "run" / "config.yaml").read_text()
+    assert convert(tmp_path / "v2.npz", tmp_path / "run1", "--arch", "maskrcnn_resnet50_fpn") == 2
+    assert "but its keys are those of maskrcnn_resnet50_fpn_v2" in capsys.readouterr().err

@@ -66,23 +66,18 @@ def yxyx(xyxy: np.ndarray) -> np.ndarray:
     return xyxy[..., [1, 0, 3, 2]]
 
 
-@pytest.fixture(scope="module")
-def v1(tmp_path_factory):
-    """The reference run and our converted run directory (old key names, as the COCO file has)."""
+@pytest.fixture(scope="module", params=["v1", "v2"])
+def converted(request, tmp_path_factory):
+    """The reference run and our converted run directory (v1 with the old key names, as
+    torchvision's COCO file has them; v2 with today's)."""
     from mrcnn_tf.cli import main
 
-    root = tmp_path_factory.mktemp("tv_v1")
+    arch = request.param
+    root = tmp_path_factory.mktemp(f"tv_{arch}")
     write_photo(root / "photo.png", 480, 608)
+    old = ["--old-keys"] if arch == "v1" else []
     ref = run_reference(
-        root / "ref",
-        root / "photo.png",
-        "--arch",
-        "v1",
-        "--min-size",
-        "480",
-        "--max-size",
-        "800",
-        "--old-keys",
+        root / "ref", root / "photo.png", "--arch", arch, "--min-size", "480", "--max-size", "800", *old
     )
     run = root / "converted"
     overrides = ["--set", "data.pipeline.min_size=480", "data.pipeline.max_size=800"]
@@ -100,10 +95,10 @@ def _model(run: Path):
     return model
 
 
-def test_every_stage_agrees_with_torchvision_v1(v1):
+def test_every_stage_agrees_with_torchvision(converted):
     import tensorflow as tf
 
-    root, ref, run = v1
+    root, ref, run = converted
     model = _model(run)
     photo = np.asarray(Image.open(root / "photo.png"), np.float32)[None]
     assert ref["image"].shape[2:] == (480, 608)  # no resize, no padding: the same input
@@ -123,7 +118,15 @@ def test_every_stage_agrees_with_torchvision_v1(v1):
     boxes, _, valid = proposals
     n = int(np.sum(valid[0]))
     assert n == len(ref["proposals"])
-    close(boxes[0, :n], yxyx(ref["proposals"]), rtol=1e-4, what="proposals")
+    # Proposals whose scores differ by ~1e-7 may come in either order: pair them by position.
+    ours, theirs = boxes[0, :n].numpy(), yxyx(ref["proposals"])
+    distance = np.abs(ours[:, None, :] - theirs[None, :, :]).max(-1)
+    nearest = np.empty(n, int)
+    for i in range(n):  # one to one, greedily (a box can be proposed from several levels)
+        nearest[i] = int(np.argmin(distance[i]))
+        distance[:, nearest[i]] = np.inf
+    assert np.mean(nearest == np.arange(n)) > 0.95  # almost all in the same place
+    close(ours, theirs[nearest], rtol=1e-4, what="proposals")
     # The box head on torchvision's proposals: RoI features, class logits, deltas.
     rois = tf.constant(yxyx(ref["proposals"])[None], tf.float32)
     roi_features = model.box_roi_aligner(pyramid, rois)
@@ -155,10 +158,10 @@ def match_detections(boxes, scores, classes, ref_boxes, ref_scores, ref_labels) 
     return pairs
 
 
-def test_final_detections_agree_with_torchvision_v1(v1):
+def test_final_detections_agree_with_torchvision(converted):
     import tensorflow as tf
 
-    root, ref, run = v1
+    root, ref, run = converted
     model = _model(run)
     photo = np.asarray(Image.open(root / "photo.png"), np.float32)[None]
     out = model({"images": tf.constant(photo)}, training=False)

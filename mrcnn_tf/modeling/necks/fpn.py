@@ -7,7 +7,15 @@ from collections.abc import Mapping
 import keras
 
 from mrcnn_tf.modeling.base import FeatureSpec, Neck
-from mrcnn_tf.modeling.layers import PaddedConv2D, check_conv_algorithm, conv3x3, strided_size, xavier_fill
+from mrcnn_tf.modeling.layers import (
+    NORMS,
+    PaddedConv2D,
+    check_conv_algorithm,
+    conv3x3,
+    make_norm,
+    strided_size,
+    xavier_fill,
+)
 from mrcnn_tf.registries import NECKS
 
 
@@ -28,6 +36,10 @@ class FPN(Neck):
             see :func:`mrcnn_tf.modeling.layers.conv3x3`). ``auto`` uses Winograd F(4×4, 3×3)
             for float32 CPU inference on levels of at least 64×64 (P2/P3 of a 640×640 image).
 
+        norm: ``none`` (the paper: convs with biases) or a norm after every lateral and
+            output conv, which then have no bias (torchvision's ``maskrcnn_resnet50_fpn_v2``
+            and Detectron2's LSJ models use BN; see :func:`mrcnn_tf.modeling.layers.make_norm`).
+
     Call:
         inputs: ``{"C2": [B, H/4, W/4, c2], ..., "C5": [B, H/32, W/32, c5]}`` float, where
             H and W are multiples of ``2**max_level`` for exact alignment (other sizes work:
@@ -43,10 +55,15 @@ class FPN(Neck):
         min_level: int = 2,
         max_level: int = 6,
         conv_algorithm: str = "auto",
+        norm: str = "none",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.conv_algorithm = check_conv_algorithm(conv_algorithm)
+        if norm not in NORMS:
+            raise ValueError(f"FPN norm must be one of {', '.join(NORMS)}, got '{norm}'")
+        self.norm = norm
+        bias = norm == "none"
         if not 2 <= min_level <= 5 or max_level < 5:
             raise ValueError(f"FPN needs 2 <= min_level <= 5 <= max_level, got {min_level}..{max_level}")
         self.num_channels = num_channels
@@ -56,16 +73,18 @@ class FPN(Neck):
         # string keys: SavedModel export cannot track dicts keyed by integers
         self.laterals = {
             f"C{k}": keras.layers.Conv2D(
-                num_channels, 1, kernel_initializer=xavier_fill(), name=f"lateral{k}"
+                num_channels, 1, use_bias=bias, kernel_initializer=xavier_fill(), name=f"lateral{k}"
             )
             for k in self.input_levels
         }
         self.outputs = {
             f"C{k}": PaddedConv2D(
-                num_channels, 3, use_bias=True, kernel_initializer=xavier_fill(), name=f"output{k}"
+                num_channels, 3, use_bias=bias, kernel_initializer=xavier_fill(), name=f"output{k}"
             )
             for k in self.input_levels
         }
+        self.lateral_norms = {f"C{k}": make_norm(norm, f"lateral{k}_norm") for k in self.input_levels}
+        self.output_norms = {f"C{k}": make_norm(norm, f"output{k}_norm") for k in self.input_levels}
 
     def output_levels(self) -> list[str]:
         return [f"P{k}" for k in range(self.min_level, self.max_level + 1)]
@@ -93,19 +112,22 @@ class FPN(Neck):
             shape = tuple(input_shape[f"C{k}"])
             self.laterals[f"C{k}"].build(shape)
             self.outputs[f"C{k}"].build((*shape[:-1], self.num_channels))
+            self.lateral_norms[f"C{k}"].build((*shape[:-1], self.num_channels))
+            self.output_norms[f"C{k}"].build((*shape[:-1], self.num_channels))
 
     def call(self, inputs, training=None):
         self._check_inputs(inputs)
         results = {}
         top_down = None
         for k in reversed(self.input_levels):
-            lateral = self.laterals[f"C{k}"](inputs[f"C{k}"])
+            lateral = self.lateral_norms[f"C{k}"](self.laterals[f"C{k}"](inputs[f"C{k}"]), training=training)
             if top_down is not None:
                 up = keras.ops.repeat(keras.ops.repeat(top_down, 2, axis=1), 2, axis=2)
                 shape = keras.ops.shape(lateral)
                 lateral = lateral + up[:, : shape[1], : shape[2], :]
             top_down = lateral
-            results[f"P{k}"] = conv3x3(self.outputs[f"C{k}"], lateral, self.conv_algorithm, training)
+            output = conv3x3(self.outputs[f"C{k}"], lateral, self.conv_algorithm, training)
+            results[f"P{k}"] = self.output_norms[f"C{k}"](output, training=training)
         for k in range(6, self.max_level + 1):
             results[f"P{k}"] = results[f"P{k - 1}"][:, ::2, ::2, :]
         return {f"P{k}": results[f"P{k}"] for k in range(self.min_level, self.max_level + 1)}
@@ -125,5 +147,6 @@ class FPN(Neck):
             min_level=self.min_level,
             max_level=self.max_level,
             conv_algorithm=self.conv_algorithm,
+            norm=self.norm,
         )
         return config
