@@ -96,6 +96,26 @@ def category_map_for(cfg: dict, weights: str | os.PathLike):
     return CategoryMap(tuple(range(1, k + 1)), tuple(f"class_{i}" for i in range(1, k + 1)))
 
 
+def model_category_map(weights: str | os.PathLike, dataset):
+    """The classes of trained weights: their run's ``label_map.json`` when there is one (a model
+    converted from torchvision has 90 classes, class k = COCO category id k), else the dataset's.
+
+    A dataset category the model has no class for is reported (it can only score 0)."""
+    from mrcnn_tf.data.category_map import CategoryMap
+
+    run = run_directory_of(weights)
+    if run is None or not (run / LABEL_MAP).is_file():
+        return dataset.category_map
+    classes = CategoryMap.load(run / LABEL_MAP)
+    unknown = sorted(set(dataset.category_map.dataset_ids) - set(classes.dataset_ids))
+    if unknown:
+        print(
+            f"warning: the model's classes ({run / LABEL_MAP}) have no category ids {unknown[:10]} of the "
+            "dataset; those categories score AP 0"
+        )
+    return classes
+
+
 def model_with_weights(
     cfg: dict, weights: str | os.PathLike, num_classes: int | None = None
 ) -> tuple[Any, str]:

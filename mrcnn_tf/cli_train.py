@@ -11,6 +11,7 @@ from mrcnn_tf.cli_common import (
     category_map_for,
     config_for,
     config_overrides,
+    model_category_map,
     model_with_weights,
     synthetic_data_in,
 )
@@ -60,12 +61,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"the config has no data.{args.split} dataset to evaluate on")
     settings = EvalSettings.from_config(cfg)
     dataset = build_dataset(cfg, args.split)
-    model, loaded = model_with_weights(cfg, args.weights, num_classes=dataset.num_classes)
+    classes = model_category_map(args.weights, dataset)
+    model, loaded = model_with_weights(cfg, args.weights, num_classes=classes.num_classes)
     evaluator = CocoEvaluator(
         dataset,
         build_input_pipeline(cfg),
         mask_threshold=settings.mask_threshold,
         max_images=args.max_images if args.max_images is not None else settings.max_images,
+        category_map=classes,
     )
     result = evaluator.evaluate(model, out)
     print(f"weights: {loaded}")

@@ -26,6 +26,10 @@ class CocoEvaluator:
         max_images: evaluate only the first ``max_images`` images (all when None).
         iou_types: ``bbox`` and/or ``segm``.
         num_pictures: how many prediction pictures :meth:`evaluate` returns (for TensorBoard).
+        category_map: the model's classes → category ids and names, when they are not the
+            dataset's (a converted COCO model keeps torchvision's 90 classes, class k = COCO id
+            k; a run evaluated on another export of its data): results carry these ids, so
+            they are scored by category id, whatever the order of the dataset's categories.
     """
 
     def __init__(
@@ -37,8 +41,10 @@ class CocoEvaluator:
         max_images: int | None = None,
         iou_types: Sequence[str] = IOU_TYPES,
         num_pictures: int = 0,
+        category_map=None,
     ):
         self.dataset = dataset
+        self.category_map = category_map if category_map is not None else dataset.category_map
         self.pipeline = pipeline
         self.mask_threshold = float(mask_threshold)
         self.max_images = max_images
@@ -63,7 +69,7 @@ class CocoEvaluator:
         ds = self.pipeline(self.dataset, training=False, repeat=False)
         if self.max_images is not None:
             ds = ds.take(math.ceil(self.max_images / self.pipeline.batch_size))
-        to_dataset = [0, *self.dataset.category_map.dataset_ids]
+        to_dataset = [0, *self.category_map.dataset_ids]
         predict = self._predict_fn(model)
         results, image_ids, pictures = [], [], []
         for batch in ds:
@@ -80,7 +86,7 @@ class CocoEvaluator:
             for b in range(count):
                 if len(pictures) < self.num_pictures:
                     h, w = (int(v) for v in batch["image_size"][b])
-                    names = self.dataset.category_map.name
+                    names = self.category_map.name
                     pictures.append(
                         visualization.prediction_picture(
                             batch["images"][b][:h, :w], outputs, b, names, min_size=512

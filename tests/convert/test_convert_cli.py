@@ -71,6 +71,20 @@ def test_old_key_names_in_npz_convert_to_a_run_directory_that_predict_takes(tmp_
     argv = ["predict", str(tmp_path / "photo.png"), "--weights", str(run), "--out", str(tmp_path / "pred")]
     assert main([*argv, "--set", "data.pipeline.min_size=96", "data.pipeline.max_size=128"]) == 0
     assert (tmp_path / "pred" / "predictions.json").is_file()
+    # evaluate on a dataset of 2 COCO categories: the model keeps its 90 classes (class k = id k)
+    from coco_fixtures import box_ann, image, write_coco
+
+    categories = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
+    anns = [box_ann(1, 1, [10, 10, 30, 20]), box_ann(2, 1, [40, 30, 20, 20], category_id=3)]
+    ann_file, images = write_coco(tmp_path / "coco", [image(1, 96, 128)], anns, categories)
+    argv = ["evaluate", "--weights", str(run), "--out", str(tmp_path / "eval"), "--set"]
+    sets = [f"data.val.annotations={ann_file}", f"data.val.images={images}", "data.pipeline.min_size=96"]
+    assert (
+        main([*argv, *sets, "data.pipeline.max_size=128", "model.detection_generator.score_threshold=0.0"])
+        == 0
+    )
+    detections = json.loads((tmp_path / "eval" / "detections.json").read_text())
+    assert detections and {d["category_id"] for d in detections} <= set(range(1, 91))
 
 
 def _fails(checkpoint: Path, out: Path, capsys, *expected: str) -> str:
