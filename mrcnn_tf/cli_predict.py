@@ -35,10 +35,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     image_ids = image_ids_from_coco(args.image_ids) if args.image_ids else None
     assign_image_ids(images, image_ids)  # a file name missing from --image-ids: before any work
     check_outputs(images, out, overwrite=args.overwrite)  # outputs never replace inputs
+    paste = {}
     if args.saved_model:
         predictor = Predictor.from_saved_model(args.saved_model)
     else:
-        predictor = _predictor_from_config(args)
+        predictor, settings = _predictor_from_config(args)
+        paste = {"mask_threshold": settings.mask_threshold, "mask_paste": settings.mask_paste}
     print(f"predicting {len(images)} image{'s' if len(images) != 1 else ''} with {predictor.source}")
     summary = predict_images(
         predictor,
@@ -47,6 +49,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         score_threshold=args.score_threshold,
         image_ids=image_ids,
         progress=not args.quiet,
+        **paste,
     )
     for path, reason in summary["skipped"]:
         print(f"skipped {path}: {reason}")
@@ -63,12 +66,14 @@ def _predictor_from_config(args: argparse.Namespace):
     from mrcnn_tf.data.builder import build_input_pipeline
     from mrcnn_tf.export.predictor import Predictor
     from mrcnn_tf.export.saved_model import Preprocessing
+    from mrcnn_tf.training.settings import EvalSettings
 
     cfg = config_for(args.config, args.weights, config_overrides(args))
+    settings = EvalSettings.from_config(cfg)
     category_map = category_map_for(cfg, args.weights)
     model, loaded = model_with_weights(cfg, args.weights, num_classes=category_map.num_classes)
     preprocess = Preprocessing.from_pipeline(build_input_pipeline(cfg))
-    return Predictor.from_model(model, preprocess, category_map, source=loaded)
+    return Predictor.from_model(model, preprocess, category_map, source=loaded), settings
 
 
 def add_predict_command(sub, common, overrides, with_framework) -> None:

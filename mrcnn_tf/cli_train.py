@@ -69,6 +69,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         mask_threshold=settings.mask_threshold,
         max_images=args.max_images if args.max_images is not None else settings.max_images,
         category_map=classes,
+        mask_paste=settings.mask_paste,
     )
     result = evaluator.evaluate(model, out)
     print(f"weights: {loaded}")

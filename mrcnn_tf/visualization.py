@@ -72,7 +72,8 @@ def draw_instances(
     font = ImageFont.load_default()
     for (y1, x1, y2, x2), label, colour in zip(boxes, labels, colours, strict=True):
         colour = tuple(int(c) for c in colour)
-        draw.rectangle([float(x1), float(y1), float(x2) - 1, float(y2) - 1], outline=colour, width=2)
+        x1, y1 = float(x1), float(y1)  # a box thinner than a pixel is still drawn (PIL refuses x2 < x1)
+        draw.rectangle([x1, y1, max(float(x2) - 1, x1), max(float(y2) - 1, y1)], outline=colour, width=2)
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         tx, ty = float(x1), max(float(y1) - (bottom - top) - 4, 0.0)
         draw.rectangle([tx, ty, tx + right - left + 4, ty + bottom - top + 4], fill=colour)
@@ -107,6 +108,7 @@ def prediction_picture(
     min_size: int = 0,
     mask_threshold: float = 0.5,
     on_mask: Callable[[np.ndarray, int, int], None] | None = None,
+    mask_paste: str = "detectron2",
 ) -> np.ndarray:
     """Detections of image ``b`` of a batch drawn on its (unpadded) input image, uint8 ``[H, W, 3]``.
 
@@ -123,6 +125,7 @@ def prediction_picture(
         on_mask: called as ``on_mask(crop, y0, x0)`` with each drawn detection's pasted mask
             (see :func:`mrcnn_tf.ops.masks.paste_mask_crop`), e.g. to RLE-encode it without
             pasting it again.
+        mask_paste: the paste rule (:func:`mrcnn_tf.ops.masks.paste_mask_crop`).
 
     Masks are pasted and drawn one at a time over their box (memory: the image and one mask).
     """
@@ -135,7 +138,7 @@ def prediction_picture(
     if "masks" in outputs:
         for i, colour in zip(keep, instance_colours(len(keep)), strict=True):
             crop, y0, x0 = paste_mask_crop(
-                outputs["masks"][b, i], outputs["boxes"][b, i], image.shape[:2], mask_threshold
+                outputs["masks"][b, i], outputs["boxes"][b, i], image.shape[:2], mask_threshold, mask_paste
             )
             tint(canvas, crop, y0, x0, colour)
             if on_mask is not None:

@@ -59,7 +59,12 @@ class InputPipeline:
         mask_size: ``S``, resolution of the box-cropped masks.
         shuffle: shuffle the examples while training (a new order each epoch).
         seed: seed of the shuffle and of every augmentation.
-        antialias: low-pass filter when shrinking images.
+        antialias: low-pass filter when shrinking images (torchvision does not: false).
+        size_rounding: how a scaled size becomes whole pixels: ``round`` (Detectron2) or
+            ``floor`` (torchvision).
+        uint8_images: round resized images to uint8 (what a stored image is; Detectron2 does
+            so too) or keep them float32 (torchvision resizes floats: its converted models match
+            it to 1e-3 only then). ``images`` in the batches are uint8 or float32 accordingly.
     """
 
     #: Bounds of the arguments, checked when a config is loaded (:mod:`mrcnn_tf.config_schema`).
@@ -94,7 +99,13 @@ class InputPipeline:
         shuffle: bool = True,
         seed: int = 0,
         antialias: bool = True,
+        size_rounding: str = "round",
+        uint8_images: bool = True,
     ):
+        self.uint8_images = bool(uint8_images)
+        if size_rounding not in T.SIZE_ROUNDING:
+            raise ValueError(f"size_rounding must be one of {T.SIZE_ROUNDING}, got '{size_rounding}'")
+        self.size_rounding = size_rounding
         if batch_size < 1 or max_instances < 1 or mask_size < 1:
             raise ValueError("batch_size, max_instances and mask_size must be positive")
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
@@ -131,7 +142,7 @@ class InputPipeline:
             if training and self.scale_range != [1.0, 1.0]:
                 low, high = self.scale_range
                 scale *= tf.random.stateless_uniform([], seed=seed, minval=low, maxval=high)
-            return T.scaled_size(height, width, scale)
+            return T.scaled_size(height, width, scale, self.size_rounding)
         min_size = self.min_size
         if training and self.train_min_sizes:
             choices = tf.constant(self.train_min_sizes, tf.int32)
@@ -139,7 +150,7 @@ class InputPipeline:
                 [], seed=seed, maxval=len(self.train_min_sizes), dtype=tf.int32
             )
             min_size = tf.gather(choices, pick)
-        return T.short_side_size(height, width, min_size, self.max_size)
+        return T.short_side_size(height, width, min_size, self.max_size, self.size_rounding)
 
     def transform(self, example: dict, seed: tf.Tensor, training: bool) -> dict:
         """One raw example -> one padded, augmented example (see the module docstring)."""
@@ -171,7 +182,8 @@ class InputPipeline:
             image, instances = tf.cond(
                 flip, lambda: T.flip_left_right(image, instances, size[1]), lambda: (image, instances)
             )
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+        image = tf.clip_by_value(image, 0.0, 255.0)
+        image = tf.cast(tf.round(image), tf.uint8) if self.uint8_images else tf.cast(image, tf.float32)
         instances = T.pad_instances(instances, self.max_instances, seeds[3] if training else None)
         out = {
             "images": T.pad_image(image, self.size_divisibility, self.pad_size),

@@ -31,22 +31,35 @@ __all__ = [
 Instances = dict[str, tf.Tensor]
 
 
-def scaled_size(height: tf.Tensor, width: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
-    """int32 ``[2]``: ``(height, width) * scale``, rounded, at least 1."""
+SIZE_ROUNDING = ("round", "floor")
+
+
+def scaled_size(height: tf.Tensor, width: tf.Tensor, scale: tf.Tensor, rounding: str = "round") -> tf.Tensor:
+    """int32 ``[2]``: ``(height, width) * scale``, rounded (``round``: to the nearest in
+    float32; ``floor``: torchvision's ``interpolate(scale_factor=...)``, ``floor(dim * scale)`` in
+    float64), at least 1."""
+    if rounding == "floor":
+        hw = tf.cast(tf.stack([height, width]), tf.float64) * tf.cast(scale, tf.float64)
+        return tf.cast(tf.maximum(tf.floor(hw), 1.0), tf.int32)
     hw = tf.cast(tf.stack([height, width]), tf.float32)
     return tf.cast(tf.maximum(tf.round(hw * scale), 1.0), tf.int32)
 
 
-def short_side_size(height: tf.Tensor, width: tf.Tensor, min_size, max_size) -> tf.Tensor:
+def short_side_size(
+    height: tf.Tensor, width: tf.Tensor, min_size, max_size, rounding: str = "round"
+) -> tf.Tensor:
     """int32 ``[2]``: the size with the shorter side ``min_size`` and the longer at most ``max_size``.
 
-    Detectron2's ``ResizeShortestEdge``: ``scale = min(min_size / short, max_size / long)``.
+    Detectron2's ``ResizeShortestEdge`` and torchvision's ``GeneralizedRCNNTransform``:
+    ``scale = min(min_size / short, max_size / long)``, then ``rounding`` (``floor`` computes in
+    float64 as torchvision does in Python: 500 × (480 / 500) is 480, not 479).
     """
-    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    dtype = tf.float64 if rounding == "floor" else tf.float32  # torchvision: Python floats
+    h, w = tf.cast(height, dtype), tf.cast(width, dtype)
     scale = tf.minimum(
-        tf.cast(min_size, tf.float32) / tf.minimum(h, w), tf.cast(max_size, tf.float32) / tf.maximum(h, w)
+        tf.cast(min_size, dtype) / tf.minimum(h, w), tf.cast(max_size, dtype) / tf.maximum(h, w)
     )
-    return scaled_size(height, width, scale)
+    return scaled_size(height, width, scale, rounding)
 
 
 def resize_image(image: tf.Tensor, size: tf.Tensor, antialias: bool = True) -> tf.Tensor:

@@ -36,6 +36,7 @@ def detections_to_coco(
     batch: Mapping[str, np.ndarray],
     to_dataset_ids: Sequence[int],
     mask_threshold: float = 0.5,
+    mask_paste: str = "detectron2",
 ) -> list[dict]:
     """COCO result dicts for one batch of detections.
 
@@ -48,6 +49,7 @@ def detections_to_coco(
         to_dataset_ids: ``to_dataset_ids[k]`` is the dataset's category id of class ``k``
             (index 0 unused), e.g. ``[0] + category_map.dataset_ids``.
         mask_threshold: pasted masks are binarised at ``>=`` this.
+        mask_paste: the paste rule (:func:`mrcnn_tf.ops.masks.paste_mask_crop`).
 
     Returns:
         One dict per detection: ``image_id``, ``category_id``, ``bbox`` ``[x, y, w, h]`` in
@@ -76,7 +78,11 @@ def detections_to_coco(
             }
             if "masks" in outputs:
                 crop, y0, x0 = paste_mask_crop(
-                    outputs["masks"][b, i], boxes[i].astype(np.float32), (height, width), mask_threshold
+                    outputs["masks"][b, i],
+                    boxes[i].astype(np.float32),
+                    (height, width),
+                    mask_threshold,
+                    mask_paste,
                 )
                 result["segmentation"] = encode_crop(crop, y0, x0, height, width)
             results.append(result)

@@ -26,6 +26,7 @@ class CocoEvaluator:
         max_images: evaluate only the first ``max_images`` images (all when None).
         iou_types: ``bbox`` and/or ``segm``.
         num_pictures: how many prediction pictures :meth:`evaluate` returns (for TensorBoard).
+        mask_paste: ``detectron2`` or ``torchvision`` (:func:`mrcnn_tf.ops.masks.paste_mask_crop`).
         category_map: the model's classes → category ids and names, when they are not the
             dataset's (a converted COCO model keeps torchvision's 90 classes, class k = COCO id
             k; a run evaluated on another export of its data): results carry these ids, so
@@ -42,7 +43,9 @@ class CocoEvaluator:
         iou_types: Sequence[str] = IOU_TYPES,
         num_pictures: int = 0,
         category_map=None,
+        mask_paste: str = "detectron2",
     ):
+        self.mask_paste = mask_paste
         self.dataset = dataset
         self.category_map = category_map if category_map is not None else dataset.category_map
         self.pipeline = pipeline
@@ -58,7 +61,10 @@ class CocoEvaluator:
         key = id(model)
         if key not in self._predict_fns:
             spec = {
-                "images": tf.TensorSpec([None, None, None, 3], tf.uint8),
+                "images": tf.TensorSpec(
+                    [None, None, None, 3],
+                    tf.uint8 if getattr(self.pipeline, "uint8_images", True) else tf.float32,
+                ),
                 "image_size": tf.TensorSpec([None, 2], tf.float32),
             }
             self._predict_fns = {key: tf.function(lambda x: model(x, training=False), input_signature=[spec])}
@@ -81,7 +87,9 @@ class CocoEvaluator:
                 count = min(count, self.max_images - len(image_ids))
                 outputs = {k: v[:count] for k, v in outputs.items()}
                 batch = {k: v[:count] for k, v in batch.items()}
-            results.extend(detections_to_coco(outputs, batch, to_dataset, self.mask_threshold))
+            results.extend(
+                detections_to_coco(outputs, batch, to_dataset, self.mask_threshold, self.mask_paste)
+            )
             image_ids.extend(int(i) for i in batch["image_id"])
             for b in range(count):
                 if len(pictures) < self.num_pictures:

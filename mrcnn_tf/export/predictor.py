@@ -256,7 +256,9 @@ def _threshold(outputs: Mapping[str, np.ndarray], score_threshold: float) -> dic
     return kept
 
 
-def _draw_and_encode(image: np.ndarray, outputs: Mapping[str, np.ndarray], names, mask_threshold: float):
+def _draw_and_encode(
+    image: np.ndarray, outputs: Mapping[str, np.ndarray], names, mask_threshold: float, mask_paste: str
+):
     """The picture of one image's (already thresholded) detections and the RLE of each mask:
     every mask is pasted once, over its box only, then drawn and encoded (memory: a few
     image-sized buffers plus one mask, whatever the number of detections)."""
@@ -273,6 +275,7 @@ def _draw_and_encode(image: np.ndarray, outputs: Mapping[str, np.ndarray], names
         names,
         score_threshold=0.0,  # the outputs are thresholded already
         mask_threshold=mask_threshold,
+        mask_paste=mask_paste,
         on_mask=lambda crop, y0, x0: segmentations.append(encode_crop(crop, y0, x0, height, width)),
     )
     return picture, segmentations
@@ -287,6 +290,7 @@ def predict_images(
     image_ids: Mapping[str, int] | None = None,
     mask_threshold: float = 0.5,
     progress: bool = True,
+    mask_paste: str = "detectron2",
 ) -> dict:
     """Predict every image; write PNG pictures, ``predictions.json`` and ``images.json``.
 
@@ -298,6 +302,7 @@ def predict_images(
         image_ids: ``{file name: COCO image id}`` (e.g. :func:`image_ids_from_coco`); images
             are numbered 1, 2, ... in order without it.
         mask_threshold: pasted masks are binarised at ``>=`` this.
+        mask_paste: the paste rule (``evaluation.mask_paste`` of the config).
         progress: show a progress bar.
 
     Returns:
@@ -332,7 +337,7 @@ def predict_images(
                 bar.add(1)
             continue
         height, width = image.shape[:2]
-        picture, segmentations = _draw_and_encode(image, outputs, predictor.name, mask_threshold)
+        picture, segmentations = _draw_and_encode(image, outputs, predictor.name, mask_threshold, mask_paste)
         target = out / name
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(picture).save(target)

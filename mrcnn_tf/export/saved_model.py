@@ -53,9 +53,21 @@ class Preprocessing:
         min_size, max_size: shortest-edge resize (the pipeline's).
         size_divisibility: pad to multiples of this.
         antialias: low-pass filter when shrinking.
+        size_rounding: ``round`` or ``floor`` (see :class:`~mrcnn_tf.data.pipeline.InputPipeline`).
+        uint8_images: round the resized image to uint8 (as the pipeline does) or keep float32.
     """
 
-    def __init__(self, min_size: int, max_size: int, size_divisibility: int = 32, antialias: bool = True):
+    def __init__(
+        self,
+        min_size: int,
+        max_size: int,
+        size_divisibility: int = 32,
+        antialias: bool = True,
+        size_rounding: str = "round",
+        uint8_images: bool = True,
+    ):
+        self.size_rounding = size_rounding
+        self.uint8_images = bool(uint8_images)
         self.min_size = int(min_size)
         self.max_size = int(max_size)
         self.size_divisibility = int(size_divisibility)
@@ -63,14 +75,23 @@ class Preprocessing:
 
     @classmethod
     def from_pipeline(cls, pipeline) -> Preprocessing:
-        return cls(pipeline.min_size, pipeline.max_size, pipeline.size_divisibility, pipeline.antialias)
+        return cls(
+            pipeline.min_size,
+            pipeline.max_size,
+            pipeline.size_divisibility,
+            pipeline.antialias,
+            getattr(pipeline, "size_rounding", "round"),
+            getattr(pipeline, "uint8_images", True),
+        )
 
     def __call__(self, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """uint8 ``[H, W, 3]`` -> (padded uint8 ``[Hp, Wp, 3]``, size ``[2]``, scale ``[2]`` float32)."""
+        """uint8 ``[H, W, 3]`` -> (padded ``[Hp, Wp, 3]`` uint8 or float32, size ``[2]``, scale ``[2]``
+        float32)."""
         shape = tf.shape(image)
-        size = T.short_side_size(shape[0], shape[1], self.min_size, self.max_size)
+        size = T.short_side_size(shape[0], shape[1], self.min_size, self.max_size, self.size_rounding)
         resized = T.resize_image(image, size, self.antialias)
-        resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+        resized = tf.clip_by_value(resized, 0.0, 255.0)
+        resized = tf.cast(tf.round(resized), tf.uint8) if self.uint8_images else tf.cast(resized, tf.float32)
         padded = T.pad_image(resized, self.size_divisibility)
         size = tf.cast(size, tf.float32)
         return padded, size, size / tf.cast(shape[:2], tf.float32)

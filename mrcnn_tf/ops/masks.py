@@ -132,8 +132,15 @@ def paste_masks(
     return tf.cast(pasted >= threshold, tf.uint8)
 
 
+PASTE_RULES = ("detectron2", "torchvision")
+
+
 def paste_mask_crop(
-    mask: np.ndarray, box: Sequence[float], image_size: tuple[int, int], threshold: float = 0.5
+    mask: np.ndarray,
+    box: Sequence[float],
+    image_size: tuple[int, int],
+    threshold: float = 0.5,
+    rule: str = "detectron2",
 ) -> tuple[np.ndarray, int, int]:
     """One box-relative mask pasted like :func:`paste_masks`, but only over the pixels it can
     touch: NumPy, float32 arithmetic, memory of the box's region instead of the image's.
@@ -141,12 +148,18 @@ def paste_mask_crop(
     Args:
         mask: ``[M, M]`` float mask probabilities; box: ``[y1, x1, y2, x2]`` target-image pixels;
         image_size: ``(height, width)``; threshold: binarise at ``>= threshold``.
+        rule: ``detectron2`` (the grid over the box, zero outside: :func:`paste_masks`) or
+            ``torchvision`` (:func:`paste_mask_crop_torchvision`).
 
     Returns:
         ``(crop, y0, x0)``: bool ``[h, w]`` equal to ``paste_masks(...)[0][y0:y0+h, x0:x0+w]``;
         every pixel outside the crop is 0 there (the mask reads zero beyond half a cell outside
         its box). ``h`` or ``w`` may be 0 for a box outside the image.
     """
+    if rule == "torchvision":
+        return paste_mask_crop_torchvision(mask, box, image_size, threshold)
+    if rule != "detectron2":
+        raise ValueError(f"mask paste rule must be one of {PASTE_RULES}, got '{rule}'")
     mask = np.asarray(mask, np.float32)
     size = mask.shape[-1]
     height, width = int(image_size[0]), int(image_size[1])
@@ -160,6 +173,47 @@ def paste_mask_crop(
     wy = _interpolation_matrix_np((np.arange(y0, ye, dtype=np.float32) + 0.5 - y1) / cell_h - 0.5, size)
     wx = _interpolation_matrix_np((np.arange(x0, xe, dtype=np.float32) + 0.5 - x1) / cell_w - 0.5, size)
     return (wy @ mask @ wx.T) >= threshold, y0, x0
+
+
+def _torch_bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """``[out, in]`` weights of ``F.interpolate(mode="bilinear", align_corners=False)`` along one
+    axis (no antialiasing): source ``max((i + 0.5) * in / out - 0.5, 0)``, the upper neighbour
+    clamped to the last index."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = np.maximum((np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+    low = src.astype(np.int64)  # src >= 0: truncation is floor
+    high = np.minimum(low + 1, in_size - 1)
+    frac = (src - low).astype(np.float32)
+    weights = np.zeros((out_size, in_size), np.float32)
+    rows = np.arange(out_size)
+    np.add.at(weights, (rows, low), 1 - frac)
+    np.add.at(weights, (rows, high), frac)
+    return weights
+
+
+def paste_mask_crop_torchvision(
+    mask: np.ndarray, box: Sequence[float], image_size: tuple[int, int], threshold: float = 0.5
+) -> tuple[np.ndarray, int, int]:
+    """torchvision's ``paste_masks_in_image``, for one mask: the ``M × M`` mask padded by one
+    zero cell (``(M + 2) × (M + 2)``), the box scaled about its centre by ``(M + 2) / M`` (float32)
+    and cast to integers (truncation), the padded mask resized to ``(y2 - y1 + 1, x2 - x1 + 1)``
+    pixels (bilinear, half-pixel centres, at least 1) and pasted at ``[y1, x1]``, clipped to the
+    image. Same returns as :func:`paste_mask_crop`."""
+    mask = np.pad(np.asarray(mask, np.float32), 1)
+    m = mask.shape[-1] - 2
+    scale = np.float32((m + 2) / m)
+    height, width = int(image_size[0]), int(image_size[1])
+    y1, x1, y2, x2 = (np.float32(v) for v in box)
+    half_h, half_w = (y2 - y1) * np.float32(0.5) * scale, (x2 - x1) * np.float32(0.5) * scale
+    cy, cx = (y2 + y1) * np.float32(0.5), (x2 + x1) * np.float32(0.5)
+    y1, x1, y2, x2 = (int(v) for v in (cy - half_h, cx - half_w, cy + half_h, cx + half_w))  # to int64
+    h, w = max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1)
+    resized = _torch_bilinear_matrix(m + 2, h) @ mask @ _torch_bilinear_matrix(m + 2, w).T
+    y0, ye = max(y1, 0), min(y2 + 1, height)
+    x0, xe = max(x1, 0), min(x2 + 1, width)
+    if ye <= y0 or xe <= x0:
+        return np.zeros((0, 0), bool), min(max(y0, 0), height), min(max(x0, 0), width)
+    return resized[y0 - y1 : ye - y1, x0 - x1 : xe - x1] >= threshold, y0, x0
 
 
 def _interpolation_matrix_np(positions: np.ndarray, size: int) -> np.ndarray:

@@ -104,12 +104,22 @@ class EvalSettings:
     Attributes:
         mask_threshold: pasted mask probabilities are binarised at ``>=`` this.
         max_images: evaluate the first ``max_images`` validation images only (None: all).
+        mask_paste: how a box-relative mask is pasted into the image: ``detectron2`` (bilinear
+            over the box, zero outside) or ``torchvision`` (its ``paste_masks_in_image``); see
+            :func:`mrcnn_tf.ops.masks.paste_mask_crop`. ``predict`` uses it too.
     """
 
     RANGES: ClassVar[dict] = {"mask_threshold": (0.0, 1.0), "max_images": (1, None)}
 
     mask_threshold: float = 0.5
     max_images: int | None = None
+    mask_paste: str = "detectron2"
+
+    def __post_init__(self) -> None:
+        if self.mask_paste not in ("detectron2", "torchvision"):
+            raise ConfigError(
+                f"must be detectron2 or torchvision, got {self.mask_paste!r}", key="evaluation.mask_paste"
+            )
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> EvalSettings:

@@ -228,6 +228,7 @@ def _train(
                 val_data,
                 pipeline,
                 mask_threshold=eval_settings.mask_threshold,
+                mask_paste=eval_settings.mask_paste,
                 max_images=eval_settings.max_images,
                 num_pictures=settings.num_pictures,
             )

@@ -176,3 +176,92 @@ def test_final_detections_agree_with_torchvision(converted):
     np.testing.assert_array_equal(classes[ours], ref["final_labels"][theirs])
     np.testing.assert_allclose(scores[ours], ref["final_scores"][theirs], atol=1e-3)
     np.testing.assert_allclose(boxes[ours], ref_boxes[theirs], atol=0.5)
+
+
+def test_convert_and_predict_on_a_photo_that_needs_resizing_match_torchvision(tmp_path):
+    """End to end from the user's side: ``mrcnn-tf convert`` then ``mrcnn-tf predict`` on a
+    700×500 photo (resized to 480 rows, torchvision's floor rounding, no antialiasing), against
+    torchvision's own outputs in the photo's pixels."""
+    import json
+
+    import pycocotools.mask as mask_utils
+
+    from mrcnn_tf.cli import main
+
+    write_photo(tmp_path / "photo.png", 500, 700, seed=3)
+    ref = run_reference(
+        tmp_path / "ref", tmp_path / "photo.png", "--arch", "v1", "--min-size", "480", "--max-size", "800"
+    )
+    assert tuple(ref["image_size"]) == (480, 672)
+    sizes = ["--set", "data.pipeline.min_size=480", "data.pipeline.max_size=800"]
+    assert (
+        main(
+            [
+                "convert",
+                "torchvision",
+                str(tmp_path / "ref" / "model.pth"),
+                "--out",
+                str(tmp_path / "run"),
+                *sizes,
+            ]
+        )
+        == 0
+    )
+    argv = [
+        "predict",
+        str(tmp_path / "photo.png"),
+        "--weights",
+        str(tmp_path / "run"),
+        "--out",
+        str(tmp_path / "pred"),
+    ]
+    assert main([*argv, "--score-threshold", "0.05"]) == 0
+    results = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    assert len(results) == len(ref["final_scores"]) > 10
+    boxes = np.array(
+        [
+            [r["bbox"][1], r["bbox"][0], r["bbox"][1] + r["bbox"][3], r["bbox"][0] + r["bbox"][2]]
+            for r in results
+        ]
+    )
+    scores = np.array([r["score"] for r in results])
+    classes = np.array([r["category_id"] for r in results])  # class k = COCO id k = torchvision's label
+    ref_boxes = yxyx(ref["final_boxes"])
+    pairs = match_detections(boxes, scores, classes, ref_boxes, ref["final_scores"], ref["final_labels"])
+    ours, theirs = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    assert len(set(theirs)) == len(results)
+    np.testing.assert_allclose(scores[ours], ref["final_scores"][theirs], atol=1e-3)
+    np.testing.assert_allclose(boxes[ours], ref_boxes[theirs], atol=0.5)
+    ious = []
+    for i, j in pairs:
+        mask = mask_utils.decode(results[i]["segmentation"]).astype(bool)
+        theirs_mask = ref["final_masks"][j] >= 0.5
+        union = np.logical_or(mask, theirs_mask).sum()
+        ious.append(np.logical_and(mask, theirs_mask).sum() / union if union else 1.0)
+    assert np.min(ious) >= 0.95, sorted(ious)[:5]
+
+
+def test_the_torchvision_paste_rule_is_torchvisions_pixel_for_pixel(tmp_path):
+    """``paste_mask_crop(rule="torchvision")`` against ``paste_masks_in_image`` itself: random
+    28×28 masks in boxes of every size (sub-pixel to the whole image), clipped to the image."""
+    from mrcnn_tf.ops.masks import paste_mask_crop
+
+    rng = np.random.default_rng(0)
+    n, height, width = 60, 70, 90
+    masks = rng.uniform(0, 1, (n, 28, 28)).astype(np.float32)
+    x1, y1 = rng.uniform(0, width - 1, n), rng.uniform(0, height - 1, n)
+    sizes = np.exp(rng.uniform(np.log(0.3), np.log(120), (n, 2)))
+    # clipped to the image, as detections are (torchvision's paste fails on boxes outside it)
+    x2, y2 = np.minimum(x1 + sizes[:, 0], width), np.minimum(y1 + sizes[:, 1], height)
+    boxes = np.stack([x1, y1, x2, y2], 1).astype(np.float32)
+    np.savez(tmp_path / "in.npz", masks=masks, boxes=boxes, image_size=np.array([height, width]))
+    script = ROOT / "tests" / "torch_reference" / "paste_reference.py"
+    cmd = [torch_python(), str(script), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = np.load(tmp_path / "out.npz")["pasted"]
+    for i in range(n):
+        ours = np.zeros((height, width), bool)
+        crop, y0, x0 = paste_mask_crop(masks[i], yxyx(boxes[i]), (height, width), 0.5, rule="torchvision")
+        ours[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        np.testing.assert_array_equal(ours, theirs[i] >= 0.5, err_msg=f"mask {i}, box {boxes[i]}")

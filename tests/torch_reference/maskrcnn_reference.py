@@ -68,7 +68,8 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
                 module.running_var.copy_(uniform((c,), 0.5, 2.0))
         heads = model.roi_heads
         heads.box_predictor.cls_score.weight.mul_(0.5)  # decisive, not saturated (no ties at 1.0)
-        heads.box_predictor.bbox_pred.weight.mul_(0.5)
+        heads.box_predictor.bbox_pred.weight.mul_(0.1)  # boxes near their proposals, not slivers
+        model.rpn.head.bbox_pred.weight.mul_(0.1)
         model.rpn.head.cls_logits.weight.mul_(0.2)  # logits within ~±15: sigmoid does not saturate to ties
 
 
