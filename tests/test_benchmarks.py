@@ -54,6 +54,7 @@ def test_every_benchmark_script_is_covered_here():
         "model_zoo.py",
         "data_pipeline.py",
         "bf16_accuracy.py",
+        "converted_vs_torchvision.py",
     }
     assert set(scripts) == covered, f"add a tiny run of {set(scripts) - covered} to this file"
 
@@ -141,3 +142,18 @@ def test_bf16_accuracy_evaluates_a_run_directory_twice():
         "data.val.num_images=2",
     )
     assert "| bbox float32 |" in out and "| segm bfloat16 − float32 |" in out
+
+
+@pytest.mark.torch
+def test_converted_vs_torchvision_times_both_on_the_same_weights(tmp_path):
+    """Runs in ``python3 dev.py test-torch`` (it needs the torch environment)."""
+    torch_python = os.environ.get("MRCNN_TF_TORCH_PYTHON", str(ROOT / ".venv-torch" / "bin" / "python"))
+    out = run(
+        "converted_vs_torchvision.py",
+        "--min-size", "160", "--max-size", "224", "--repeat", "1",
+        "--torch-python", torch_python, "--json", str(tmp_path / "records.json"),
+    )  # fmt: skip
+    records = json.loads((tmp_path / "records.json").read_text())
+    assert [r["case"] for r in records] == ["torchvision", "mrcnn_tf"]
+    assert records[0]["num_detections"] == records[1]["num_detections"]  # the same model
+    assert "ratio (ours / torchvision)" in out
