@@ -67,17 +67,25 @@ def roi_align(features, boxes, output_size, spatial_scale, sampling_ratio, align
         if not aligned:
             roi_h, roi_w = max(roi_h, 1.0), max(roi_w, 1.0)
         bin_h, bin_w = roi_h / output_size, roi_w / output_size
+        # sampling_ratio 0: Detectron2's adaptive grid, ceil(roi / output) samples per axis
+        grid_h = sampling_ratio if sampling_ratio > 0 else int(np.ceil(roi_h / output_size))
+        grid_w = sampling_ratio if sampling_ratio > 0 else int(np.ceil(roi_w / output_size))
         for py in range(output_size):
             for px in range(output_size):
                 samples = [
                     bilinear(
-                        start_y + py * bin_h + (iy + 0.5) * bin_h / sampling_ratio,
-                        start_x + px * bin_w + (ix + 0.5) * bin_w / sampling_ratio,
+                        start_y + py * bin_h + (iy + 0.5) * bin_h / grid_h,
+                        start_x + px * bin_w + (ix + 0.5) * bin_w / grid_w,
                     )
-                    for iy in range(sampling_ratio)
-                    for ix in range(sampling_ratio)
+                    for iy in range(grid_h)
+                    for ix in range(grid_w)
                 ]
-                out[n, py, px] = np.max(samples, axis=0) if pooling == "max" else np.mean(samples, axis=0)
+                if not samples:  # an empty RoI: no samples, count max(0, 1) -> 0
+                    continue
+                if pooling == "max":
+                    out[n, py, px] = np.max(samples, axis=0)
+                else:
+                    out[n, py, px] = np.sum(samples, axis=0) / max(grid_h * grid_w, 1)
     return out
 
 

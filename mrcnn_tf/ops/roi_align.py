@@ -9,8 +9,16 @@ where the pixels' values are (Detectron2 ``ROIAlignV2``; "Where are Pixels?", Wu
 Each of the ``output_size × output_size`` bins averages (or takes the max of)
 ``sampling_ratio × sampling_ratio`` bilinear samples placed at the centres of a regular
 sub-grid. A sample more than one pixel outside the map contributes 0; one within a pixel of
-the border takes the border value. ``sampling_ratio`` must be >= 1 (Detectron2's adaptive
-``0`` gives a data-dependent number of samples, which static shapes and XLA cannot have).
+the border takes the border value.
+
+``sampling_ratio=0`` is Detectron2's adaptive grid (``ROIAlignV2`` in its model zoo):
+``ceil(roi_size / output_size)`` samples per bin and axis, different for every RoI. With static
+shapes it is a bounded grid with masked samples: every RoI gets ``max_sampling_ratio`` sample
+slots per bin and axis, placed so that its first ``g`` are exactly its ``g`` samples (evenly
+spaced over the RoI), and the bins average only those (a pooling matrix per RoI). A RoI that
+needs more than ``max_sampling_ratio`` per axis (taller than ``max_sampling_ratio × output_size``
+feature pixels) gets ``max_sampling_ratio`` evenly spaced samples per bin instead: an
+approximation, counted by :func:`adaptive_overflow`.
 
 Backends, which agree to 1e-5:
 
@@ -34,11 +42,21 @@ LEVEL_RULES = ("detectron2", "torchvision")
 POOLING = ("avg", "max")
 
 
-def _sample_grid(boxes: tf.Tensor, output_size: int, spatial_scale, sampling_ratio: int, aligned: bool):
+def _sample_grid(
+    boxes: tf.Tensor,
+    output_size: int,
+    spatial_scale,
+    sampling_ratio: int,
+    aligned: bool,
+    max_sampling_ratio: int = 4,
+):
     """Sample positions ``ys [K, S]``, ``xs [K, S]`` (S = size * ratio) in index units.
 
     Args:
         boxes: ``[K, 4]`` input-pixel boxes; spatial_scale: a float or ``[K]`` per box.
+        sampling_ratio: >= 1, or 0 for the adaptive grid (then S = size * max_sampling_ratio
+            and the third return value is each RoI's samples per bin ``(g_y, g_x)``, int32
+            ``[K]`` each; slots past ``size * g`` lie beyond the RoI and are masked out).
 
     Index units: pixel i's value sits at position i (Detectron2's bilinear convention), which
     is why ``aligned`` subtracts half a pixel from the box.
@@ -53,9 +71,45 @@ def _sample_grid(boxes: tf.Tensor, output_size: int, spatial_scale, sampling_rat
     y1, x1 = y1 - offset, x1 - offset
     if not aligned:
         h, w = tf.maximum(h, 1.0), tf.maximum(w, 1.0)
+    if sampling_ratio == 0:
+        limit = float(max_sampling_ratio)
+        g_y = tf.clip_by_value(tf.math.ceil(h / output_size), 0.0, limit)  # 0 for an empty RoI
+        g_x = tf.clip_by_value(tf.math.ceil(w / output_size), 0.0, limit)
+        slots = tf.range(output_size * max_sampling_ratio, dtype=tf.float32) + 0.5
+        ys = y1[:, None] + h[:, None] * slots / (output_size * tf.maximum(g_y, 1.0))[:, None]
+        xs = x1[:, None] + w[:, None] * slots / (output_size * tf.maximum(g_x, 1.0))[:, None]
+        return ys, xs, (tf.cast(g_y, tf.int32), tf.cast(g_x, tf.int32))
     n = output_size * sampling_ratio
     steps = (tf.range(n, dtype=tf.float32) + 0.5) / float(n)  # [S] fractions of the RoI
     return y1[:, None] + h[:, None] * steps, x1[:, None] + w[:, None] * steps
+
+
+def _adaptive_pooling_matrix(grid: tf.Tensor, output_size: int, max_sampling_ratio: int) -> tf.Tensor:
+    """``[K, output_size, output_size * max_sampling_ratio]``: row b averages slots
+    ``b * g .. (b + 1) * g - 1`` (weight ``1 / g``); all zero for ``g = 0``."""
+    slots = tf.range(output_size * max_sampling_ratio)[None, None, :]
+    bins = tf.range(output_size)[None, :, None]
+    g = grid[:, None, None]
+    inside = (slots >= bins * g) & (slots < (bins + 1) * g)
+    return tf.cast(inside, tf.float32) / tf.cast(tf.maximum(g, 1), tf.float32)
+
+
+def _pool_adaptive(samples: tf.Tensor, grids, output_size: int, max_sampling_ratio: int) -> tf.Tensor:
+    """``[K, S, S, C]`` masked-grid samples -> ``[K, output_size, output_size, C]`` bin averages."""
+    pool_y = _adaptive_pooling_matrix(grids[0], output_size, max_sampling_ratio)
+    pool_x = _adaptive_pooling_matrix(grids[1], output_size, max_sampling_ratio)
+    rows = tf.einsum("kbj,kjlc->kblc", pool_y, samples)
+    return tf.einsum("kdl,kblc->kbdc", pool_x, rows)
+
+
+def adaptive_overflow(
+    boxes: tf.Tensor, output_size: int, spatial_scale, max_sampling_ratio: int
+) -> tf.Tensor:
+    """How many of ``boxes`` (``[..., 4]`` input pixels, on a map of ``spatial_scale``) need more
+    adaptive samples per bin than ``max_sampling_ratio`` (and so are approximated)."""
+    boxes = tf.cast(boxes, tf.float32) * tf.cast(spatial_scale, tf.float32)
+    sides = tf.maximum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1])
+    return tf.reduce_sum(tf.cast(tf.math.ceil(sides / output_size) > max_sampling_ratio, tf.int32))
 
 
 def _pool_bins(samples: tf.Tensor, output_size: int, sampling_ratio: int, pooling: str) -> tf.Tensor:
@@ -253,17 +307,22 @@ def pyramid_table(
     return flat, offsets, tf.gather(shapes[:, 0], index), tf.gather(shapes[:, 1], index)
 
 
-def check_roi_align_args(output_size: int, sampling_ratio: int, backend: str, pooling: str) -> None:
+def check_roi_align_args(
+    output_size: int, sampling_ratio: int, backend: str, pooling: str, max_sampling_ratio: int = 4
+) -> None:
     """Raise ``ValueError`` naming the bad argument of :func:`roi_align`."""
     if backend not in BACKENDS:
         raise ValueError(f"roi_align backend must be one of {BACKENDS}, got '{backend}'")
     if pooling not in POOLING:
         raise ValueError(f"roi_align pooling must be one of {POOLING}, got '{pooling}'")
-    if int(sampling_ratio) < 1:
+    if int(sampling_ratio) < 0:
         raise ValueError(
-            f"roi_align sampling_ratio must be >= 1 (static shapes), got {sampling_ratio}; "
-            "Detectron2's adaptive 0 is not supported"
+            f"roi_align sampling_ratio must be >= 1, or 0 (Detectron2's adaptive grid), got {sampling_ratio}"
         )
+    if int(sampling_ratio) == 0 and pooling != "avg":
+        raise ValueError("roi_align sampling_ratio 0 (adaptive) averages; pooling must be 'avg'")
+    if int(max_sampling_ratio) < 1:
+        raise ValueError(f"roi_align max_sampling_ratio must be >= 1, got {max_sampling_ratio}")
     if int(output_size) < 1:
         raise ValueError(f"roi_align output_size must be >= 1, got {output_size}")
 
@@ -277,6 +336,7 @@ def roi_align(
     aligned: bool = True,
     backend: str = "crop_and_resize",
     pooling: str = "avg",
+    max_sampling_ratio: int = 4,
 ) -> tf.Tensor:
     """Cut fixed-size features out of a map for every box (RoIAlign).
 
@@ -286,21 +346,29 @@ def roi_align(
             are fine: they give finite values the caller ignores).
         output_size: bins per side (7 for the box head, 14 for the mask head).
         spatial_scale: feature pixels per input pixel, i.e. ``1 / stride``.
-        sampling_ratio: samples per bin and axis (>= 1; 2 is the paper's / Detectron's choice).
+        sampling_ratio: samples per bin and axis (>= 1; 2 is the paper's / Detectron's choice),
+            or 0: Detectron2's adaptive ``ceil(roi / output_size)`` (see the module docstring).
         aligned: shift by −0.5 pixel (ROIAlignV2, default) or not (the original op).
         backend: ``crop_and_resize`` (GPU) or ``gather`` (XLA/TPU).
         pooling: ``avg`` (default) or ``max`` over each bin's samples (the paper's ablation).
+        max_sampling_ratio: with ``sampling_ratio=0``, the sample slots per bin and axis.
 
     Returns:
         ``[B, N, output_size, output_size, C]`` float32.
     """
-    check_roi_align_args(output_size, sampling_ratio, backend, pooling)
+    check_roi_align_args(output_size, sampling_ratio, backend, pooling, max_sampling_ratio)
     output_size, sampling_ratio = int(output_size), int(sampling_ratio)
     shape = tf.shape(features)
     batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]
-    ys, xs = _sample_grid(
-        tf.reshape(boxes, [-1, 4]), output_size, float(spatial_scale), sampling_ratio, aligned
+    grid = _sample_grid(
+        tf.reshape(boxes, [-1, 4]),
+        output_size,
+        float(spatial_scale),
+        sampling_ratio,
+        aligned,
+        max_sampling_ratio,
     )
+    ys, xs = grid[0], grid[1]
     box_indices = tf.repeat(tf.range(batch), num)
     if backend == "crop_and_resize":
         samples = crop_and_resize_samples(features, ys, xs, box_indices)
@@ -310,7 +378,10 @@ def roi_align(
         samples = gather_samples(
             flat, box_indices * shape[1] * shape[2], tf.fill([k], shape[1]), tf.fill([k], shape[2]), ys, xs
         )
-    pooled = _pool_bins(samples, output_size, sampling_ratio, pooling)
+    if sampling_ratio == 0:
+        pooled = _pool_adaptive(samples, grid[2], output_size, max_sampling_ratio)
+    else:
+        pooled = _pool_bins(samples, output_size, sampling_ratio, pooling)
     return tf.reshape(pooled, [batch, num, output_size, output_size, shape[3]])
 
 
@@ -386,6 +457,7 @@ def multilevel_roi_align(
     canonical_size: float = 224.0,
     canonical_level: int = 4,
     level_rule: str = "detectron2",
+    max_sampling_ratio: int = 4,
 ) -> tf.Tensor:
     """RoIAlign on a feature pyramid, each box on the level :func:`assign_levels` picks.
 
@@ -400,17 +472,25 @@ def multilevel_roi_align(
         backend compiles with XLA; ``crop_and_resize`` groups boxes by level with dynamic
         shapes inside (GPU path).
     """
-    check_roi_align_args(output_size, sampling_ratio, backend, pooling)
+    check_roi_align_args(output_size, sampling_ratio, backend, pooling, max_sampling_ratio)
     output_size, sampling_ratio = int(output_size), int(sampling_ratio)
     batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]
     flat_boxes, index, scales, box_indices = route_boxes(
         len(features), boxes, min_level, canonical_size, canonical_level, level_rule
     )
-    ys, xs = _sample_grid(flat_boxes, output_size, scales, sampling_ratio, aligned)
+    grid = _sample_grid(flat_boxes, output_size, scales, sampling_ratio, aligned, max_sampling_ratio)
+    ys, xs = grid[0], grid[1]
     channels = tf.shape(features[0])[-1]
+
+    def pool(samples, picked=None):
+        if sampling_ratio != 0:
+            return _pool_bins(samples, output_size, sampling_ratio, pooling)
+        grids = grid[2] if picked is None else tuple(tf.gather(g, picked) for g in grid[2])
+        return _pool_adaptive(samples, grids, output_size, max_sampling_ratio)
+
     if backend == "gather":
         samples = gather_samples(*pyramid_table(features, index, box_indices), ys, xs)
-        pooled = _pool_bins(samples, output_size, sampling_ratio, pooling)
+        pooled = pool(samples)
     else:
         # Each level crops and pools only its own boxes; one gather puts the bins back in box
         # order (no full-size buffer per level: memory and time scale with the boxes).
@@ -420,7 +500,7 @@ def multilevel_roi_align(
             crops = crop_and_resize_samples(
                 feature, tf.gather(ys, picked), tf.gather(xs, picked), tf.gather(box_indices, picked)
             )
-            pooled.append(_pool_bins(crops, output_size, sampling_ratio, pooling))
+            pooled.append(pool(crops, picked))
             order.append(picked)
         pooled = tf.gather(tf.concat(pooled, 0), tf.math.invert_permutation(tf.concat(order, 0)))
     return tf.reshape(pooled, [batch, num, output_size, output_size, channels])

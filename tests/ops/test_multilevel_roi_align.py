@@ -9,7 +9,7 @@ import numpy_ref
 import pytest
 import tensorflow as tf
 
-from mrcnn_tf.ops.roi_align import assign_levels, multilevel_roi_align
+from mrcnn_tf.ops.roi_align import adaptive_overflow, assign_levels, multilevel_roi_align
 
 
 def _square(side: float) -> list[float]:
@@ -79,5 +79,39 @@ def test_gather_backend_compiles_with_xla():
     @tf.function(jit_compile=True)
     def run(f2, f3, f4, f5, b):
         return multilevel_roi_align([f2, f3, f4, f5], b, 2, sampling_ratio=1, backend="gather")
+
+    np.testing.assert_allclose(run(*feats, boxes).numpy(), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["crop_and_resize", "gather"])
+def test_adaptive_sampling_on_a_pyramid_matches_the_reference(backend):
+    """``sampling_ratio=0`` (Detectron2's ``ROIAlignV2``): each box's own grid on its own level
+    (the crop_and_resize backend groups boxes by level; their grids must follow them)."""
+    feats, boxes = _case(2)
+    ref, levels = _reference(feats, boxes, 3, 0)
+    assert len(set(levels.ravel())) >= 3
+    sides = np.maximum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]) * 2.0**-levels
+    needed = int(np.ceil(sides / 3).max())  # the most samples per bin any box needs (elongated ones)
+    assert needed > 4
+    out = multilevel_roi_align(feats, boxes, 3, sampling_ratio=0, backend=backend, max_sampling_ratio=needed)
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-5)
+    # With fewer slots, exactly the boxes that need more are approximated, and counted.
+    small = multilevel_roi_align(feats, boxes, 3, sampling_ratio=0, backend=backend, max_sampling_ratio=4)
+    differs = np.abs(small.numpy() - ref).max(axis=(2, 3, 4)) > 1e-5
+    over = np.ceil(sides / 3) > 4
+    assert differs.sum() > 0 and not np.any(differs & ~over)
+    flat = [adaptive_overflow(boxes[levels == lv], 3, 2.0**-lv, 4) for lv in range(2, 6)]
+    assert int(sum(int(v) for v in flat)) == int(over.sum())
+
+
+def test_adaptive_sampling_compiles_with_xla():
+    feats, boxes = _case(3)
+    ref, _ = _reference(feats, boxes, 2, 0)
+
+    @tf.function(jit_compile=True)
+    def run(f2, f3, f4, f5, b):
+        return multilevel_roi_align(
+            [f2, f3, f4, f5], b, 2, sampling_ratio=0, backend="gather", max_sampling_ratio=128
+        )
 
     np.testing.assert_allclose(run(*feats, boxes).numpy(), ref, atol=1e-5)

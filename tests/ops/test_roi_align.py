@@ -172,7 +172,9 @@ def test_crop_and_resize_gradient_to_the_map_is_exact_on_every_call():
     [
         ({"backend": "cuda"}, "backend must be one of"),
         ({"pooling": "sum"}, "pooling must be one of"),
-        ({"sampling_ratio": 0}, "sampling_ratio must be >= 1"),
+        ({"sampling_ratio": -1}, "sampling_ratio must be >= 1, or 0"),
+        ({"sampling_ratio": 0, "pooling": "max"}, "adaptive"),
+        ({"sampling_ratio": 0, "max_sampling_ratio": 0}, "max_sampling_ratio must be >= 1"),
         ({"output_size": 0}, "output_size must be >= 1"),
     ],
 )
@@ -180,3 +182,43 @@ def test_bad_arguments(kwargs, message):
     args = {"output_size": 2, "spatial_scale": 1.0, **kwargs}
     with pytest.raises(ValueError, match=message):
         roi_align(ARANGE, np.zeros((1, 1, 4), "float32"), **args)
+
+
+ADAPTIVE_BOXES = np.array(
+    [
+        [4.0, 6.0, 30.0, 22.0],  # 6.5 x 4 feature px: 3 x 2 samples per 3-bin axis
+        [-10.0, -6.0, 12.0, 9.0],  # partly outside
+        [10.0, 10.0, 10.5, 10.2],  # tiny: one sample per bin
+        [7.0, 7.0, 7.0, 7.0],  # empty: no samples, zeros (aligned)
+        [0.0, 0.0, 32.0, 28.0],  # the whole map: 8 x 7 px -> 3 x 3
+        [2.0, 1.0, 30.0, 5.0],  # elongated: 7 x 1 px -> 3 x 1
+    ],
+    "float32",
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("aligned", [True, False])
+def test_adaptive_sampling_ratio_matches_detectron2s_formula(backend, aligned):
+    """``sampling_ratio=0``: ``ceil(roi / output_size)`` samples per bin and axis, per RoI, against
+    the float64 reference of Detectron2's kernel (static shapes: masked slots)."""
+    rng = np.random.default_rng(11)
+    features = rng.normal(size=(2, 8, 7, 3)).astype("float32")
+    boxes = np.stack([ADAPTIVE_BOXES, ADAPTIVE_BOXES[::-1] * 0.9])
+    out = roi_align(features, boxes, 3, 0.25, sampling_ratio=0, aligned=aligned, backend=backend)
+    for b in range(2):
+        ref = numpy_ref.roi_align(features[b], boxes[b], 3, 0.25, 0, aligned)
+        np.testing.assert_allclose(out[b].numpy(), ref, atol=1e-5, err_msg=f"image {b}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adaptive_grid_on_large_random_rois_within_1e5_of_float64(backend):
+    """RoIs of 0 to 27 feature pixels at output 7: 0 to 4 samples per bin and axis, exact."""
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(1, 25, 38, 8)).astype("float32")
+    y1x1 = rng.uniform(-20, 180, size=(1, 60, 2))
+    hw = rng.uniform(0, 27 * 8, size=(1, 60, 2))
+    boxes = np.concatenate([y1x1, y1x1 + hw], axis=-1).astype("float32")
+    out = roi_align(features, boxes, 7, 1 / 8, sampling_ratio=0, backend=backend, max_sampling_ratio=4)
+    ref = numpy_ref.roi_align(features[0], boxes[0], 7, 1 / 8, 0, True)
+    np.testing.assert_allclose(out[0].numpy(), ref, rtol=0, atol=1e-5)

@@ -29,10 +29,12 @@ class _RoIAlignBase(keras.layers.Layer):
         aligned: bool = True,
         backend: str = "crop_and_resize",
         pooling: str = "avg",
+        max_sampling_ratio: int = 4,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        ops.check_roi_align_args(output_size, sampling_ratio, backend, pooling)
+        ops.check_roi_align_args(output_size, sampling_ratio, backend, pooling, max_sampling_ratio)
+        self.max_sampling_ratio = int(max_sampling_ratio)
         self.output_size = int(output_size)
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
@@ -46,6 +48,7 @@ class _RoIAlignBase(keras.layers.Layer):
             "aligned": self.aligned,
             "backend": self.backend,
             "pooling": self.pooling,
+            "max_sampling_ratio": self.max_sampling_ratio,
         }
 
     def get_config(self):
@@ -60,7 +63,11 @@ class MultiLevelRoIAlign(_RoIAlignBase):
 
     Args:
         output_size: bins per side (7 for the box head, 14 for the mask head).
-        sampling_ratio: bilinear samples per bin and axis (>= 1).
+        sampling_ratio: bilinear samples per bin and axis (>= 1), or 0: Detectron2's adaptive
+            ``ceil(roi_size / output_size)`` (its ``ROIAlignV2`` models), exact up to
+            ``max_sampling_ratio`` samples per bin and axis (see :mod:`mrcnn_tf.ops.roi_align`).
+        max_sampling_ratio: sample slots per bin and axis of the adaptive grid (memory and time
+            grow with its square; 4 covers RoIs up to 4 × output_size feature pixels).
         aligned: Detectron2 ``ROIAlignV2`` half-pixel shift (default) or the original op.
         backend: ``crop_and_resize`` (GPU) or ``gather`` (XLA/TPU; same values to 1e-5).
         pooling: ``avg`` (RoIAlign) or ``max`` (the paper's Table 2c variant).
@@ -90,9 +97,18 @@ class MultiLevelRoIAlign(_RoIAlignBase):
         canonical_size: float = 224.0,
         canonical_level: int = 4,
         level_rule: str = "detectron2",
+        max_sampling_ratio: int = 4,
         **kwargs,
     ):
-        super().__init__(output_size, sampling_ratio, aligned, backend, pooling, **kwargs)
+        super().__init__(
+            output_size,
+            sampling_ratio,
+            aligned,
+            backend,
+            pooling,
+            max_sampling_ratio=max_sampling_ratio,
+            **kwargs,
+        )
         if level_rule not in ops.LEVEL_RULES:
             raise ValueError(
                 f"MultiLevelRoIAlign level_rule must be one of {ops.LEVEL_RULES}, got '{level_rule}'"
@@ -157,9 +173,18 @@ class RoIAlign(_RoIAlignBase):
         pooling: str = "avg",
         feature: str = "C4",
         stride: int = 16,
+        max_sampling_ratio: int = 4,
         **kwargs,
     ):
-        super().__init__(output_size, sampling_ratio, aligned, backend, pooling, **kwargs)
+        super().__init__(
+            output_size,
+            sampling_ratio,
+            aligned,
+            backend,
+            pooling,
+            max_sampling_ratio=max_sampling_ratio,
+            **kwargs,
+        )
         self.feature = feature
         self.stride = int(stride)
 
