@@ -458,6 +458,7 @@ def multilevel_roi_align(
     canonical_level: int = 4,
     level_rule: str = "detectron2",
     max_sampling_ratio: int = 4,
+    roi_chunk: int | None = 64,
 ) -> tf.Tensor:
     """RoIAlign on a feature pyramid, each box on the level :func:`assign_levels` picks.
 
@@ -465,6 +466,8 @@ def multilevel_roi_align(
         features: maps ``[B, H_l, W_l, C]`` for levels ``min_level, min_level + 1, ...``
             (stride ``2**level``), all with the same C.
         boxes: ``[B, N, 4]`` ``[y1, x1, y2, x2]`` in input-image pixels.
+        roi_chunk: with ``sampling_ratio=0``, RoIs are aligned this many at a time (one after
+            the other), so that the masked grid's samples stay small; None: all at once.
         Others: as :func:`roi_align` and :func:`assign_levels`.
 
     Returns:
@@ -478,20 +481,20 @@ def multilevel_roi_align(
     flat_boxes, index, scales, box_indices = route_boxes(
         len(features), boxes, min_level, canonical_size, canonical_level, level_rule
     )
-    grid = _sample_grid(flat_boxes, output_size, scales, sampling_ratio, aligned, max_sampling_ratio)
-    ys, xs = grid[0], grid[1]
     channels = tf.shape(features[0])[-1]
 
-    def pool(samples, picked=None):
-        if sampling_ratio != 0:
-            return _pool_bins(samples, output_size, sampling_ratio, pooling)
-        grids = grid[2] if picked is None else tuple(tf.gather(g, picked) for g in grid[2])
-        return _pool_adaptive(samples, grids, output_size, max_sampling_ratio)
+    def align(flat_boxes, index, scales, box_indices):
+        grid = _sample_grid(flat_boxes, output_size, scales, sampling_ratio, aligned, max_sampling_ratio)
+        ys, xs = grid[0], grid[1]
 
-    if backend == "gather":
-        samples = gather_samples(*pyramid_table(features, index, box_indices), ys, xs)
-        pooled = pool(samples)
-    else:
+        def pool(samples, picked=None):
+            if sampling_ratio != 0:
+                return _pool_bins(samples, output_size, sampling_ratio, pooling)
+            grids = grid[2] if picked is None else tuple(tf.gather(g, picked) for g in grid[2])
+            return _pool_adaptive(samples, grids, output_size, max_sampling_ratio)
+
+        if backend == "gather":
+            return pool(gather_samples(*pyramid_table(features, index, box_indices), ys, xs))
         # Each level crops and pools only its own boxes; one gather puts the bins back in box
         # order (no full-size buffer per level: memory and time scale with the boxes).
         pooled, order = [], []
@@ -502,5 +505,23 @@ def multilevel_roi_align(
             )
             pooled.append(pool(crops, picked))
             order.append(picked)
-        pooled = tf.gather(tf.concat(pooled, 0), tf.math.invert_permutation(tf.concat(order, 0)))
+        return tf.gather(tf.concat(pooled, 0), tf.math.invert_permutation(tf.concat(order, 0)))
+
+    if sampling_ratio != 0 or not roi_chunk:
+        pooled = align(flat_boxes, index, scales, box_indices)
+    else:  # the adaptive grid's samples of all RoIs at once could take gigabytes: chunks, in turn
+        total = tf.shape(flat_boxes)[0]
+        padded = (total + roi_chunk - 1) // roi_chunk * roi_chunk
+
+        def chunks(t):
+            t = tf.pad(t, [[0, padded - total]] + [[0, 0]] * (t.shape.rank - 1))
+            return tf.reshape(t, tf.concat([[-1, roi_chunk], tf.shape(t)[1:]], 0))
+
+        pooled = tf.map_fn(
+            lambda args: align(*args),
+            (chunks(flat_boxes), chunks(index), chunks(scales), chunks(box_indices)),
+            fn_output_signature=tf.TensorSpec([roi_chunk, output_size, output_size, None], tf.float32),
+            parallel_iterations=1,
+        )
+        pooled = tf.reshape(pooled, tf.concat([[-1], tf.shape(pooled)[2:]], 0))[:total]
     return tf.reshape(pooled, [batch, num, output_size, output_size, channels])

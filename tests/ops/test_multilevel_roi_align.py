@@ -93,8 +93,11 @@ def test_adaptive_sampling_on_a_pyramid_matches_the_reference(backend):
     sides = np.maximum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]) * 2.0**-levels
     needed = int(np.ceil(sides / 3).max())  # the most samples per bin any box needs (elongated ones)
     assert needed > 4
-    out = multilevel_roi_align(feats, boxes, 3, sampling_ratio=0, backend=backend, max_sampling_ratio=needed)
-    np.testing.assert_allclose(out.numpy(), ref, atol=1e-5)
+    for chunk in (None, 64, 5):  # all at once, one chunk, 5 chunks of 5 (the last one padded)
+        out = multilevel_roi_align(
+            feats, boxes, 3, sampling_ratio=0, backend=backend, max_sampling_ratio=needed, roi_chunk=chunk
+        )
+        np.testing.assert_allclose(out.numpy(), ref, atol=1e-5, err_msg=f"roi_chunk={chunk}")
     # With fewer slots, exactly the boxes that need more are approximated, and counted.
     small = multilevel_roi_align(feats, boxes, 3, sampling_ratio=0, backend=backend, max_sampling_ratio=4)
     differs = np.abs(small.numpy() - ref).max(axis=(2, 3, 4)) > 1e-5

@@ -76,6 +76,7 @@ class MultiLevelRoIAlign(_RoIAlignBase):
         canonical_size, canonical_level: the FPN paper's 224 and k0 = 4.
         level_rule: ``detectron2`` or ``torchvision`` rounding guard of the level formula
             (see :func:`mrcnn_tf.ops.roi_align.assign_levels`).
+        roi_chunk: with ``sampling_ratio=0``, RoIs aligned at a time (bounds the memory).
 
     Call:
         features: ``{"P2": [B, H/4, W/4, C], ..., "P5": ...}`` (extra levels are ignored).
@@ -98,8 +99,10 @@ class MultiLevelRoIAlign(_RoIAlignBase):
         canonical_level: int = 4,
         level_rule: str = "detectron2",
         max_sampling_ratio: int = 4,
+        roi_chunk: int = 64,
         **kwargs,
     ):
+        self.roi_chunk = int(roi_chunk)
         super().__init__(
             output_size,
             sampling_ratio,
@@ -132,6 +135,7 @@ class MultiLevelRoIAlign(_RoIAlignBase):
             canonical_size=self.canonical_size,
             canonical_level=self.canonical_level,
             level_rule=self.level_rule,
+            roi_chunk=self.roi_chunk,
             **self._op_kwargs(),
         )
 
@@ -143,6 +147,7 @@ class MultiLevelRoIAlign(_RoIAlignBase):
             canonical_size=self.canonical_size,
             canonical_level=self.canonical_level,
             level_rule=self.level_rule,
+            roi_chunk=self.roi_chunk,
         )
         return config
 
