@@ -102,7 +102,6 @@ class MultiLevelRoIAlign(_RoIAlignBase):
         roi_chunk: int = 64,
         **kwargs,
     ):
-        self.roi_chunk = int(roi_chunk)
         super().__init__(
             output_size,
             sampling_ratio,
@@ -112,6 +111,9 @@ class MultiLevelRoIAlign(_RoIAlignBase):
             max_sampling_ratio=max_sampling_ratio,
             **kwargs,
         )
+        if int(roi_chunk) < 1:
+            raise ValueError(f"MultiLevelRoIAlign roi_chunk must be >= 1, got {roi_chunk}")
+        self.roi_chunk = int(roi_chunk)
         if level_rule not in ops.LEVEL_RULES:
             raise ValueError(
                 f"MultiLevelRoIAlign level_rule must be one of {ops.LEVEL_RULES}, got '{level_rule}'"
