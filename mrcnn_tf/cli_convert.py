@@ -16,53 +16,66 @@ def _check_out(out: Path) -> None:
         raise UserError(f"--out {out} exists and is not empty; nothing was written. Choose a new folder")
 
 
-def cmd_convert_torchvision(args: argparse.Namespace) -> int:
-    """A torchvision Mask R-CNN checkpoint → DIR with config.yaml, model.weights.h5, label_map.json."""
+def _convert(args: argparse.Namespace, source: str) -> int:
+    """A checkpoint of ``source`` (torchvision, detectron2) → DIR with config.yaml,
+    model.weights.h5, label_map.json (and the run marker); nothing is written on any error."""
     from mrcnn_tf import build_model
     from mrcnn_tf.cli_common import CONFIG_FILE, LABEL_MAP, config_overrides
     from mrcnn_tf.config import load_config
-    from mrcnn_tf.convert import torchvision as tv
+    from mrcnn_tf.convert import detectron2, torchvision
     from mrcnn_tf.convert.checkpoint_io import read_checkpoint
     from mrcnn_tf.data.category_map import CategoryMap
     from mrcnn_tf.training import workdir as run_files
     from registry.config import dump_config
 
+    converter = {"torchvision": torchvision, "detectron2": detectron2}[source]
     out = Path(args.out)
     _check_out(out)
-    state = tv.normalise_keys(read_checkpoint(args.checkpoint))
-    found = tv.detect_arch(state, args.checkpoint)
+    state = converter.normalise_keys(read_checkpoint(args.checkpoint))
+    found = converter.detect_arch(state, args.checkpoint)
     arch = args.arch or found
     if arch != found:
         raise UserError(f"{args.checkpoint}: --arch {arch}, but its keys are those of {found}")
-    cfg = load_config(tv.CONFIGS[arch], config_overrides(args))
+    cfg = load_config(converter.CONFIGS[arch], config_overrides(args))
     model = build_model(cfg)
     model.build()
-    tv.assign(model, state, arch, args.checkpoint)
+    converter.assign(model, state, arch, args.checkpoint)
+    labels = CategoryMap.from_categories(converter.label_map()["categories"])
     # Written into a temporary folder beside DIR, then moved: a failure leaves nothing in DIR.
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        (staging / run_files.MARKER).write_text(
-            "converted by mrcnn-tf convert torchvision\n", encoding="utf-8"
-        )
+        (staging / run_files.MARKER).write_text(f"converted by mrcnn-tf convert {source}\n", encoding="utf-8")
         (staging / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
-        CategoryMap.from_categories(tv.label_map()["categories"]).save(staging / LABEL_MAP)
+        labels.save(staging / LABEL_MAP)
         model.save_weights(str(staging / run_files.WEIGHTS))
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"{args.checkpoint}: torchvision {arch}, {len(state)} tensors")
-    print(f"wrote {out} ({CONFIG_FILE}, {run_files.WEIGHTS}, {LABEL_MAP}: 90 COCO classes)")
+    print(f"{args.checkpoint}: {source} {arch}, {len(state)} tensors")
+    print(f"wrote {out} ({CONFIG_FILE}, {run_files.WEIGHTS}, {LABEL_MAP}: {labels.num_classes} COCO classes)")
     print(f"predict: mrcnn-tf predict IMAGES --weights {out} --out predictions")
     return 0
+
+
+def cmd_convert_torchvision(args: argparse.Namespace) -> int:
+    """A torchvision Mask R-CNN checkpoint → a run directory."""
+    return _convert(args, "torchvision")
+
+
+def cmd_convert_detectron2(args: argparse.Namespace) -> int:
+    """A Detectron2 model-zoo Mask R-CNN ``.pkl`` → a run directory."""
+    return _convert(args, "detectron2")
 
 
 def add_convert_command(sub, common, overrides, parser_class, with_framework) -> None:
     """Register ``convert torchvision`` on the ``mrcnn-tf`` subparsers."""
     p = sub.add_parser(
-        "convert", parents=[common], help="convert a torchvision checkpoint into a run directory"
+        "convert",
+        parents=[common],
+        help="convert a torchvision or Detectron2 checkpoint into a run directory",
     )
     convert_sub = p.add_subparsers(dest="convert_command", metavar="SOURCE", parser_class=parser_class)
     convert_sub.required = True
@@ -77,3 +90,14 @@ def add_convert_command(sub, common, overrides, parser_class, with_framework) ->
         "--arch", choices=("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"), help="default: from the keys"
     )
     tv.set_defaults(func=with_framework(cmd_convert_torchvision))
+    d2 = convert_sub.add_parser(
+        "detectron2",
+        parents=[common, overrides],
+        help="a Detectron2 model-zoo Mask R-CNN R50-FPN or R50-C4 model_final_*.pkl (read without torch)",
+    )
+    d2.add_argument("checkpoint", help="e.g. model_final_f10217.pkl (mask_rcnn_R_50_FPN_3x)")
+    d2.add_argument("--out", required=True, help="the run directory to write (new or empty)")
+    d2.add_argument(
+        "--arch", choices=("mask_rcnn_R_50_FPN", "mask_rcnn_R_50_C4"), help="default: from the keys"
+    )
+    d2.set_defaults(func=with_framework(cmd_convert_detectron2))

@@ -202,13 +202,21 @@ def weight_pairs(model, arch: str) -> list:
 
 
 def assign(model, state: dict[str, np.ndarray], arch: str, path) -> None:
-    """Set every variable of a built ``model`` from ``state`` (normalised keys).
+    """Set every variable of a built ``model`` from a torchvision ``state`` (normalised keys).
+
+    Raises:
+        CheckpointError: see :func:`assign_pairs`.
+    """
+    assign_pairs(weight_pairs(model, arch), state, f"{arch} checkpoint as torchvision writes it", path)
+
+
+def assign_pairs(pairs: list, state: dict[str, np.ndarray], what: str, path) -> None:
+    """Set each ``(variable, key, transform)`` of ``pairs`` from ``state[key]``.
 
     Raises:
         CheckpointError: keys missing or left over, or shapes that do not fit, listed (the first
-            few of each) in one message; nothing is assigned then.
+            few of each) in one message that says the file is not ``what``; nothing is assigned then.
     """
-    pairs = weight_pairs(model, arch)
     missing, wrong, values = [], [], []
     used = set()
     for variable, key, transform in pairs:
@@ -228,23 +236,18 @@ def assign(model, state: dict[str, np.ndarray], arch: str, path) -> None:
             continue
         values.append((variable, value))
     extra = [k for k in state if k not in used]
+
+    def listed(keys):
+        return f"{', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
+
     problems = []
     if missing:
-        problems.append(
-            f"{len(missing)} key(s) missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
-        )
+        problems.append(f"{len(missing)} key(s) missing ({listed(missing)})")
     if extra:
-        problems.append(
-            f"{len(extra)} key(s) not used ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})"
-        )
+        problems.append(f"{len(extra)} key(s) not used ({listed(extra)})")
     if wrong:
-        problems.append(
-            f"{len(wrong)} shape(s) do not fit {arch} with 91 classes ({', '.join(wrong[:3])}"
-            f"{', ...' if len(wrong) > 3 else ''})"
-        )
+        problems.append(f"{len(wrong)} shape(s) do not fit ({listed(wrong)})")
     if problems:
-        raise CheckpointError(
-            f"{path}: not a {arch} checkpoint as torchvision writes it: {'; '.join(problems)}"
-        )
+        raise CheckpointError(f"{path}: not a {what}: {'; '.join(problems)}")
     for variable, value in values:
         variable.assign(value)
