@@ -265,3 +265,37 @@ def test_the_torchvision_paste_rule_is_torchvisions_pixel_for_pixel(tmp_path):
         crop, y0, x0 = paste_mask_crop(masks[i], yxyx(boxes[i]), (height, width), 0.5, rule="torchvision")
         ours[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
         np.testing.assert_array_equal(ours, theirs[i] >= 0.5, err_msg=f"mask {i}, box {boxes[i]}")
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_adaptive_roi_align_is_torchvisions_roi_align_with_sampling_ratio_0(tmp_path, aligned):
+    """Detectron2's ``ROIAlignV2`` is ``torchvision.ops.roi_align(aligned=True, sampling_ratio=0)``:
+    our masked-grid version against that op itself, on RoIs of 0 to 30 feature pixels."""
+    import tensorflow as tf
+
+    from mrcnn_tf.ops.roi_align import roi_align
+
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(2, 20, 26, 5)).astype(np.float32)  # NHWC
+    n = 40
+    y1, x1 = rng.uniform(-16, 150, n), rng.uniform(-16, 200, n)
+    h, w = rng.uniform(0, 240, n), rng.uniform(0, 240, n)
+    boxes = np.stack([y1, x1, y1 + h, x1 + w], 1).astype(np.float32).reshape(2, n // 2, 4)
+    rois = np.concatenate([np.repeat([[0.0], [1.0]], n // 2, 0), yxyx(boxes.reshape(n, 4))], 1).astype(
+        np.float32
+    )
+    np.savez(
+        tmp_path / "in.npz", features=features.transpose(0, 3, 1, 2).copy(), rois=rois, output_size=7,
+        spatial_scale=0.125, sampling_ratio=0, aligned=aligned,
+    )  # fmt: skip
+    script = ROOT / "tests" / "torch_reference" / "roi_align_reference.py"
+    cmd = [torch_python(), str(script), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = np.load(tmp_path / "out.npz")["pooled"].transpose(0, 2, 3, 1).reshape(2, n // 2, 7, 7, 5)
+    for backend in ("crop_and_resize", "gather"):
+        ours = roi_align(
+            tf.constant(features), tf.constant(boxes), 7, 0.125, sampling_ratio=0, aligned=aligned,
+            backend=backend, max_sampling_ratio=5,
+        )  # fmt: skip
+        np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-5, err_msg=backend)
