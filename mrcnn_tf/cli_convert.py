@@ -10,6 +10,9 @@ from pathlib import Path
 
 from registry.errors import UserError
 
+#: The zoo config whose backbone an ImageNet ResNet of each depth becomes.
+BACKBONE_CONFIGS = {50: "mask_rcnn_r50_fpn_1x_coco.yaml", 101: "mask_rcnn_r101_fpn_1x_coco.yaml"}
+
 
 def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -22,7 +25,7 @@ def _convert(args: argparse.Namespace, source: str) -> int:
     from mrcnn_tf import build_model
     from mrcnn_tf.cli_common import CONFIG_FILE, LABEL_MAP, config_overrides
     from mrcnn_tf.config import load_config
-    from mrcnn_tf.convert import detectron2, torchvision
+    from mrcnn_tf.convert import backbones, detectron2, torchvision
     from mrcnn_tf.convert.checkpoint_io import read_checkpoint
     from mrcnn_tf.data.category_map import CategoryMap
     from mrcnn_tf.training import workdir as run_files
@@ -31,23 +34,42 @@ def _convert(args: argparse.Namespace, source: str) -> int:
     converter = {"torchvision": torchvision, "detectron2": detectron2}[source]
     out = Path(args.out)
     _check_out(out)
-    state = converter.normalise_keys(read_checkpoint(args.checkpoint))
-    found = converter.detect_arch(state, args.checkpoint)
-    arch = args.arch or found
-    if arch != found:
-        raise UserError(f"{args.checkpoint}: --arch {arch}, but its keys are those of {found}")
-    cfg = load_config(converter.CONFIGS[arch], config_overrides(args))
-    model = build_model(cfg)
-    model.build()
-    converter.assign(model, state, arch, args.checkpoint)
-    labels = CategoryMap.from_categories(converter.label_map()["categories"])
+    state = read_checkpoint(args.checkpoint)
+    classifier = backbones.classifier_depth(state)
+    if classifier is not None:  # an ImageNet ResNet: the backbone of a COCO zoo config
+        kind, depth = classifier
+        if depth not in BACKBONE_CONFIGS:
+            raise UserError(f"{args.checkpoint}: a ResNet classifier of unsupported depth (50 or 101 are)")
+        arch = f"{kind} ResNet-{depth} ImageNet classifier"
+        overrides = [*backbones.config_overrides(kind, depth), *config_overrides(args)]
+        cfg = load_config(BACKBONE_CONFIGS[depth], overrides)
+        cfg.setdefault("train", {})["init_weights"] = None  # this folder is the start itself
+        model = build_model(cfg)
+        model.build()
+        kept = {k: v for k, v in state.items() if not backbones.is_ignored(k)}
+        torchvision.assign_pairs(backbones.backbone_pairs(model.backbone, kind), kept, arch, args.checkpoint)
+        labels = None
+    else:
+        state = converter.normalise_keys(state)
+        found = converter.detect_arch(state, args.checkpoint)
+        arch = args.arch or found
+        if arch != found:
+            raise UserError(f"{args.checkpoint}: --arch {arch}, but its keys are those of {found}")
+        cfg = load_config(converter.CONFIGS[arch], config_overrides(args))
+        model = build_model(cfg)
+        model.build()
+        converter.assign(model, state, arch, args.checkpoint)
+        labels = CategoryMap.from_categories(converter.label_map()["categories"])
     # Written into a temporary folder beside DIR, then moved: a failure leaves nothing in DIR.
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         (staging / run_files.MARKER).write_text(f"converted by mrcnn-tf convert {source}\n", encoding="utf-8")
         (staging / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
-        labels.save(staging / LABEL_MAP)
+        if labels is not None:
+            labels.save(staging / LABEL_MAP)
+        else:
+            backbones.write_manifest(staging, *classifier, args.checkpoint)
         model.save_weights(str(staging / run_files.WEIGHTS))
         if out.exists():
             out.rmdir()  # empty (checked above)
@@ -55,6 +77,13 @@ def _convert(args: argparse.Namespace, source: str) -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"{args.checkpoint}: {source} {arch}, {len(state)} tensors")
+    if labels is None:
+        needs = ", ".join(f"{k}={v}" for k, v in backbones.requirements(*classifier).items())
+        print(
+            f"wrote {out}: the backbone of {BACKBONE_CONFIGS[classifier[1]]} ({backbones.MANIFEST} says so)"
+        )
+        print(f"start a run from it: train.init_weights: {out} (the backbone only; the model needs {needs})")
+        return 0
     print(f"wrote {out} ({CONFIG_FILE}, {run_files.WEIGHTS}, {LABEL_MAP}: {labels.num_classes} COCO classes)")
     print(f"predict: mrcnn-tf predict IMAGES --weights {out} --out predictions")
     return 0

@@ -108,6 +108,14 @@ def _rebuild_parameter(data, *_args):
     return data
 
 
+def _encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles of bytes call it (NumPy arrays pickled with
+    protocol 2 store their data so); a string in, bytes out, nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8"):
+        raise pickle.UnpicklingError("_codecs.encode with unexpected arguments")
+    return text.encode(encoding)
+
+
 def _ordered_dict(*args):
     from collections import OrderedDict
 
@@ -119,6 +127,7 @@ class _SafeUnpickler(pickle.Unpickler):
 
     ALLOWED: ClassVar[dict] = {
         ("collections", "OrderedDict"): _ordered_dict,
+        ("_codecs", "encode"): _encode,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
         ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,

@@ -82,8 +82,8 @@ def detect_arch(state: dict[str, np.ndarray], path) -> str:
         )
     if "fc.weight" in state and "conv1.weight" in state:
         raise CheckpointError(
-            f"{path}: an image classifier (conv1, fc), not a detector; a COCO Mask R-CNN checkpoint "
-            "has backbone.body.*, rpn.* and roi_heads.* keys"
+            f"{path}: an image classifier (conv1, fc) that is not a ResNet-50/101, not a detector; a COCO "
+            "Mask R-CNN checkpoint has backbone.body.*, rpn.* and roi_heads.* keys"
         )
     if not any(k.startswith("roi_heads.mask_") for k in state):
         raise CheckpointError(

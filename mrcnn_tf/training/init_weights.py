@@ -6,7 +6,9 @@ their fresh initialisation, as Detectron2's ``MODEL.WEIGHTS`` does: with a diffe
 classes, the class-dependent predictors (box classifier and regressor, mask predictor) start
 fresh and everything else is kept. ``train.init_components: [backbone, neck]`` keeps only those
 components (Model Garden's ``init_checkpoint_modules``). It applies only to a new run: a run that
-resumes from its own checkpoint ignores it.
+resumes from its own checkpoint ignores it. A folder written by ``mrcnn-tf convert`` from an
+ImageNet classifier holds a backbone only: its components are the default, and a model whose
+backbone conventions differ from the weights' is refused (``backbone.json``).
 """
 
 from __future__ import annotations
@@ -57,9 +59,14 @@ def initialize_from(model, path: str | os.PathLike, components: Sequence[str] | 
     Raises:
         UserError: no weights at ``path``, an unknown component, or nothing in the file fits.
     """
+    from mrcnn_tf.convert.backbones import check_manifest
     from mrcnn_tf.training.workdir import float_variables, load_filled, resolve_weights
 
     source = resolve_weights(path)
+    if os.path.isdir(path):  # a converted ImageNet backbone says what it holds and needs
+        converted = check_manifest(model, path)
+        if converted is not None and components is None:
+            components = converted
     keep = None
     if components is not None:
         unknown = [c for c in components if getattr(model, c, None) is None]

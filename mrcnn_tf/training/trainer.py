@@ -143,6 +143,14 @@ def _train(
         strategy = build_strategy(runtime.strategy)
     eval_settings = EvalSettings.from_config(cfg)
     workdir = Path(workdir)
+    resuming = any((workdir / "checkpoints").glob("ckpt-*"))
+    if settings.init_weights and not resuming and not Path(settings.init_weights).exists():
+        from mrcnn_tf.convert.backbones import missing_start_message
+
+        raise UserError(
+            missing_start_message(settings.init_weights)
+            or f"train.init_weights: {settings.init_weights} does not exist (a run directory or .weights.h5)"
+        )
     chief = is_chief(strategy)
     if chief:
         removed = run_files.prepare(workdir, dump_config(cfg), overwrite=overwrite)

@@ -83,9 +83,14 @@ def test_missing_extra_and_misshapen_keys_are_listed_in_one_message(tmp_path, ca
     )
 
 
-def test_a_classifier_a_keypoint_rcnn_and_a_non_checkpoint_are_named(tmp_path, capsys):
-    np.savez(tmp_path / "resnet50.npz", **state_dict("resnet50"))
-    _fails(tmp_path / "resnet50.npz", tmp_path / "a", capsys, "an image classifier")
+def test_an_unknown_classifier_a_keypoint_rcnn_and_a_non_checkpoint_are_named(tmp_path, capsys):
+    shallow = {
+        k: v
+        for k, v in state_dict("resnet50").items()
+        if not k.startswith(("layer3.2", "layer3.3", "layer3.4", "layer3.5"))
+    }
+    np.savez(tmp_path / "resnet26.npz", **shallow)  # a classifier, but no ResNet-50/101
+    _fails(tmp_path / "resnet26.npz", tmp_path / "a", capsys, "a ResNet classifier of unsupported depth")
     np.savez(tmp_path / "kp.npz", **state_dict("keypointrcnn_resnet50_fpn"))
     _fails(tmp_path / "kp.npz", tmp_path / "b", capsys, "a Keypoint R-CNN checkpoint")
     (tmp_path / "notes.pth").write_text("not weights\n")
