@@ -93,15 +93,37 @@ class _Storage:
         return np.frombuffer(self.data, np.dtype(STORAGE_DTYPES[self.type_name]).newbyteorder("<"))
 
 
+class _Tensor:
+    """A tensor as the pickle describes it; its storage's bytes may come later in the file (the
+    legacy format writes them after the pickle), so it becomes an array only after loading."""
+
+    def __init__(self, storage, storage_offset, size, stride):
+        self.storage, self.offset = storage, int(storage_offset)
+        self.size, self.stride = tuple(int(v) for v in size), tuple(int(v) for v in stride)
+
+    def array(self) -> np.ndarray:
+        flat = self.storage.array()
+        if not self.size:
+            return flat[self.offset].copy()
+        # a corrupt or hostile file must not make as_strided read outside the buffer
+        extent = self.offset + sum((n - 1) * st for n, st in zip(self.size, self.stride, strict=True)) + 1
+        if min(self.size) == 0:
+            return np.zeros(self.size, flat.dtype)
+        if self.offset < 0 or min(self.stride) < 0 or extent > flat.size:
+            raise CheckpointError(
+                f"a tensor of shape {self.size} reaches past its storage ({flat.size} values)"
+            )
+        itemsize = flat.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            flat[self.offset :], shape=self.size, strides=tuple(st * itemsize for st in self.stride)
+        )
+        return np.array(view)  # a copy, native byte order
+
+
 def _rebuild_tensor(storage, storage_offset, size, stride, *_args):
-    flat = storage.array()
-    if not size:
-        return flat[storage_offset].copy()
-    itemsize = flat.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(
-        flat[storage_offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
-    )
-    return np.array(view)  # a copy, native byte order
+    if not isinstance(storage, _Storage):
+        raise pickle.UnpicklingError("a tensor without a storage")
+    return _Tensor(storage, storage_offset, size, stride)
 
 
 def _rebuild_parameter(data, *_args):
@@ -246,6 +268,8 @@ def _unwrap(obj: Any, path: Path) -> dict[str, np.ndarray]:
         )
     arrays = {}
     for name, value in obj.items():
+        if isinstance(value, _Tensor):
+            value = value.array()
         if isinstance(value, np.ndarray):
             arrays[str(name)] = value
         elif isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -158,3 +158,71 @@ def test_v2_is_recognised_from_its_keys_and_converted(tmp_path, capsys):
     assert "norm: bn" in (tmp_path / "run" / "config.yaml").read_text()
     assert convert(tmp_path / "v2.npz", tmp_path / "run1", "--arch", "maskrcnn_resnet50_fpn") == 2
     assert "but its keys are those of maskrcnn_resnet50_fpn_v2" in capsys.readouterr().err
+
+
+def _torch_zip(path, tensors: dict, storage_bytes: dict) -> None:
+    """A ``torch.save`` zip file written without torch: ``tensors`` maps a name to
+    ``(storage key, offset, size, stride)`` and ``storage_bytes`` a key to its float32 bytes."""
+    import io
+    import sys
+    import types
+
+    fake_torch, fake_utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    class FloatStorage:  # what torch pickles as the storage type
+        pass
+
+    def _rebuild_tensor_v2(*args):  # never called here: only pickled by reference
+        raise AssertionError
+
+    FloatStorage.__module__, _rebuild_tensor_v2.__module__ = "torch", "torch._utils"
+    FloatStorage.__qualname__, _rebuild_tensor_v2.__qualname__ = "FloatStorage", "_rebuild_tensor_v2"
+    fake_torch.FloatStorage, fake_utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
+    fake_torch._utils = fake_utils
+
+    class Ref:
+        def __init__(self, key, numel):
+            self.key, self.numel = key, numel
+
+    class Tensor:
+        def __init__(self, key, offset, size, stride):
+            self.args = (Ref(key, len(storage_bytes[key]) // 4), offset, size, stride, False, {})
+
+        def __reduce__(self):
+            return (_rebuild_tensor_v2, self.args)
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", FloatStorage, obj.key, "cpu", obj.numel) if isinstance(obj, Ref) else None
+
+    saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
+    sys.modules.update({"torch": fake_torch, "torch._utils": fake_utils})
+    try:
+        buffer = io.BytesIO()
+        Pickler(buffer, protocol=2).dump({name: Tensor(*spec) for name, spec in tensors.items()})
+    finally:
+        for key, module in saved.items():
+            if module is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = module
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", buffer.getvalue())
+        archive.writestr("archive/byteorder", "little")
+        for key, data in storage_bytes.items():
+            archive.writestr(f"archive/data/{key}", data)
+
+
+def test_torch_zip_files_are_read_by_storage_offset_and_stride_and_bounds_are_checked(tmp_path):
+    values = np.arange(12, dtype="<f4")
+    _torch_zip(
+        tmp_path / "ok.pth",
+        {"a": ("0", 2, (2, 3), (3, 1)), "t": ("0", 0, (3, 2), (1, 3))},  # a view, a transposed view
+        {"0": values.tobytes()},
+    )
+    read = read_checkpoint(tmp_path / "ok.pth")
+    np.testing.assert_array_equal(read["a"], values[2:8].reshape(2, 3))
+    np.testing.assert_array_equal(read["t"], values[:6].reshape(2, 3).T)
+    _torch_zip(tmp_path / "bad.pth", {"a": ("0", 10, (4, 4), (4, 1))}, {"0": values.tobytes()})
+    with pytest.raises(CheckpointError, match="reaches past its storage"):
+        read_checkpoint(tmp_path / "bad.pth")  # not a read outside the buffer (a crash)

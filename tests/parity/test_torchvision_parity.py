@@ -75,7 +75,7 @@ def converted(request, tmp_path_factory):
     arch = request.param
     root = tmp_path_factory.mktemp(f"tv_{arch}")
     write_photo(root / "photo.png", 480, 608)
-    old = ["--old-keys"] if arch == "v1" else []
+    old = ["--old-keys", "--legacy-format"] if arch == "v1" else []  # as torchvision's 2019 v1 file
     ref = run_reference(
         root / "ref", root / "photo.png", "--arch", arch, "--min-size", "480", "--max-size", "800", *old
     )

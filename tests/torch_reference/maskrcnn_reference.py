@@ -4,7 +4,8 @@ Runs in the separate torch environment (``python3 dev.py test-torch`` creates it
 neither TensorFlow nor mrcnn_tf. Writes into ``--out``:
 
 * ``model.pth``: the state dict, as ``torch.save`` writes it (``--old-keys``: the key names of
-  torchvision's 2019 COCO file, which torchvision renames when it loads them);
+  torchvision's 2019 COCO file, which torchvision renames when it loads them; ``--legacy-format``:
+  the serialization of that time, before torch 1.6's zip files);
 * ``stages.npz``: the preprocessed image and every stage's output on it (NCHW as torch has it;
   boxes ``[x1, y1, x2, y2]``): FPN maps, RPN logits and deltas, proposals, box RoI features,
   class logits, box deltas, detections, mask RoI features, 28×28 mask probabilities, and the
@@ -100,6 +101,11 @@ def main() -> None:
     parser.add_argument("--min-size", type=int, default=800)
     parser.add_argument("--max-size", type=int, default=1333)
     parser.add_argument("--old-keys", action="store_true")
+    parser.add_argument(
+        "--legacy-format",
+        action="store_true",
+        help="torch.save's pre-1.6 format (not a zip), as 2019 files are",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -108,7 +114,11 @@ def main() -> None:
     model = build(args.arch, args.min_size, args.max_size).eval()
     randomise(model, args.seed)
     state = model.state_dict()
-    torch.save(old_names(state) if args.old_keys else state, out / "model.pth")
+    torch.save(
+        old_names(state) if args.old_keys else state,
+        out / "model.pth",
+        _use_new_zipfile_serialization=not args.legacy_format,
+    )
 
     from PIL import Image
 
