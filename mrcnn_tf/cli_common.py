@@ -121,8 +121,9 @@ def model_with_weights(
 ) -> tuple[Any, str]:
     """The config's model, built, with ``weights`` loaded; returns ``(model, file loaded)``."""
     from mrcnn_tf import build_model
+    from mrcnn_tf.export.targets import for_this_machine
     from mrcnn_tf.training.workdir import load_weights
 
-    model = build_model(cfg, num_classes=num_classes)
+    model = build_model(for_this_machine(cfg), num_classes=num_classes)
     model.build()
     return model, load_weights(model, weights)

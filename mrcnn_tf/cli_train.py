@@ -81,8 +81,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a SavedModel for TF Serving: OUT/<version>/ with two signatures and the label map."""
+    from mrcnn_tf import build_model
     from mrcnn_tf.data.builder import build_input_pipeline
     from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
+    from mrcnn_tf.export.targets import apply_target
+    from mrcnn_tf.training.workdir import load_weights
     from registry.errors import UserError
 
     cfg = config_for(args.config, args.weights, config_overrides(args))
@@ -96,9 +99,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError(f"{target} already exists; pass another --version (nothing was overwritten)")
     category_map = category_map_for(cfg, args.weights)
     labels = category_map.to_json()
-    model, loaded = model_with_weights(cfg, args.weights, num_classes=category_map.num_classes)
+    cfg = apply_target(cfg, args.target)  # the graph depends on --target, not on this machine
+    model = build_model(cfg, num_classes=category_map.num_classes)
+    model.build()
+    loaded = load_weights(model, args.weights)
     preprocess = Preprocessing.from_pipeline(build_input_pipeline(cfg))
-    export_saved_model(model, target, preprocess, labels, paste_masks=args.paste_masks)
+    export_saved_model(
+        model, target, preprocess, labels, paste_masks=args.paste_masks, config=cfg, target=args.target
+    )
     print(f"weights: {loaded}")
     print(f"wrote {target} (signatures serving_default, serving_bytes; assets/label_map.json)")
     mount = f"{base.resolve()}:/models/mrcnn"
@@ -206,6 +214,13 @@ def add_train_commands(sub, common, overrides, parser_class, with_framework) -> 
     p.add_argument("--version", type=int, help="version number (default: one more than the highest in OUT)")
     p.add_argument(
         "--paste-masks", action="store_true", help="also output full-image masks (detection_masks_image)"
+    )
+    p.add_argument(
+        "--target",
+        choices=("any", "cpu", "gpu"),
+        default="any",
+        help="where the SavedModel will run (default: %(default)s: right on CPU and GPU servers; gpu: "
+        "crop_and_resize RoIAlign); never decided by this machine's devices",
     )
     p.set_defaults(func=with_framework(cmd_export))
 

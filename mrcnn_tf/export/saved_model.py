@@ -20,7 +20,9 @@ for empty slots); ``num_detections`` int32 ``[B]``; ``detection_masks`` float32
 only, whose images share one size; ``B*N*H*W`` bytes, so ~6 GB for 100 slots of an 8000×8000
 image: large-image clients should paste ``detection_masks`` themselves).
 
-``assets/label_map.json`` holds the class names and the dataset's category ids.
+``assets/label_map.json`` holds the class names and the dataset's category ids,
+``assets/config.yaml`` the resolved config the model was built from and ``assets/export.json``
+the ``--target`` (:mod:`mrcnn_tf.export.targets`) and the TensorFlow/Keras versions.
 """
 
 from __future__ import annotations
@@ -172,6 +174,8 @@ def export_saved_model(
     label_map: dict,
     *,
     paste_masks: bool = False,
+    config: dict | None = None,
+    target: str = "any",
 ) -> Path:
     """Write the SavedModel to ``out_dir`` (which must not exist); returns it.
 
@@ -180,6 +184,9 @@ def export_saved_model(
         out_dir: e.g. ``models/mrcnn/1`` (TF Serving wants numbered versions under a base path).
         preprocess: the in-graph resize (normally :meth:`Preprocessing.from_pipeline`).
         label_map: written as ``assets/label_map.json`` (``CategoryMap`` content).
+        config: the resolved config the model was built from, written as ``assets/config.yaml``.
+        target: the ``--target`` it was built for (:mod:`mrcnn_tf.export.targets`), written with
+            the TensorFlow/Keras versions as ``assets/export.json``.
         paste_masks: add ``detection_masks_image`` to ``serving_default``.
     """
     out_dir = Path(out_dir)
@@ -194,4 +201,11 @@ def export_saved_model(
     assets = out_dir / "assets"
     assets.mkdir(exist_ok=True)
     (assets / "label_map.json").write_text(json.dumps(label_map, indent=2) + "\n", encoding="utf-8")
+    if config is not None:
+        from registry.config import dump_config
+
+        (assets / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    record = {"target": target, "tensorflow": tf.__version__, "keras": keras.__version__}
+    record["paste_masks"] = bool(paste_masks)
+    (assets / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out_dir

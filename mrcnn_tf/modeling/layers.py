@@ -188,8 +188,8 @@ def conv3x3(conv: keras.layers.Conv2D, x, algorithm: str = "auto", training=None
     ``algorithm``: ``direct`` always calls ``conv``; ``winograd`` computes every eligible conv
     (3×3, stride 1, no dilation or groups, one pixel of zero padding) with
     :func:`mrcnn_tf.ops.winograd.winograd_conv3x3` (F(4×4, 3×3)) on the same weights; ``auto``
-    does so only where it measured faster: inference (not ``training``), float32 compute, no
-    GPU (cuDNN has its own Winograd), at least 256 input and output channels, and the map
+    does so only where it measured faster on CPUs: inference (not ``training``), float32
+    compute, at least 256 input and output channels, and the map
     size rule of :func:`winograd_tile` (F(4×4) from 64×64 pixels per image, F(2×2) for 20+
     RoIs of 14×14; a size unknown when tracing counts as large). Same variables and
     checkpoints either way; outputs move by about 1e-5 of their magnitude with F(4×4) and
@@ -213,7 +213,6 @@ def conv3x3(conv: keras.layers.Conv2D, x, algorithm: str = "auto", training=None
         training
         or x.dtype != tf.float32
         or conv.compute_dtype != "float32"
-        or tf.config.list_logical_devices("GPU")
         or channels is None
         or min(channels, conv.filters) < WINOGRAD_MIN_CHANNELS
     ):

@@ -24,11 +24,13 @@ Backends, which agree to 1e-5:
 
 * ``crop_and_resize``: ``tf.image.crop_and_resize`` on the map padded by one edge-replicated
   pixel (which reproduces the border rule above), then pooling of each bin's samples. Fast on
-  GPU; ``CropAndResize`` has no XLA kernel. On CPU its gradient to the map is ours
-  (:func:`crop_and_resize_image_grad`): TensorFlow's ``CropAndResizeGradImage`` CPU kernel
-  shards boxes over threads that add into the same pixels without synchronisation, which
-  loses updates (measured on TF 2.21, 2 threads, 512 boxes of 14×14 on a 32×32 map: 1.6 % to
-  6 % relative error, different every call; exact with one thread; tensorflow#42033).
+  GPU; ``CropAndResize`` has no XLA kernel. Its gradient to the map is ours
+  (:func:`crop_and_resize_image_grad`, segment sums) on every device: TensorFlow's
+  ``CropAndResizeGradImage`` CPU kernel shards boxes over threads that add into the same pixels
+  without synchronisation, which loses updates (measured on TF 2.21, 2 threads, 512 boxes of
+  14×14 on a 32×32 map: 1.6 % to 6 % relative error, different every call; exact with one
+  thread; tensorflow#42033). Choosing TensorFlow's kernel on GPUs would make the graph depend on
+  the machine that traces it (a SavedModel exported on a CPU would carry the other one).
 * ``gather``: the four bilinear neighbours of every sample are gathered explicitly. Works with
   ``jit_compile=True`` and on TPUs.
 """
@@ -159,8 +161,7 @@ def crop_and_resize_samples(
         axis=-1,
     )
     n = tf.shape(ys)[-1]
-    crop = _crop_and_resize_cpu if not tf.config.list_logical_devices("GPU") else _crop_and_resize
-    return crop(padded, norm_boxes, box_indices, tf.stack([n, n]))
+    return _crop_and_resize_race_free(padded, norm_boxes, box_indices, tf.stack([n, n]))
 
 
 def _crop_and_resize(image, boxes, box_indices, crop_size):
@@ -170,7 +171,7 @@ def _crop_and_resize(image, boxes, box_indices, crop_size):
 
 
 @tf.custom_gradient
-def _crop_and_resize_cpu(image, boxes, box_indices, crop_size):
+def _crop_and_resize_race_free(image, boxes, box_indices, crop_size):
     """``tf.image.crop_and_resize`` (bilinear, extrapolation 0) with a race-free image gradient."""
 
     def grad(d_crops):

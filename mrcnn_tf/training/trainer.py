@@ -127,6 +127,7 @@ def _train(
     from mrcnn_tf import build_model
     from mrcnn_tf.data.builder import build_dataset, build_input_pipeline, check_num_classes
     from mrcnn_tf.evaluation.evaluator import CocoEvaluator
+    from mrcnn_tf.export.targets import for_this_machine
     from mrcnn_tf.training.callbacks import (
         CocoEvalCallback,
         LogLines,
@@ -170,7 +171,7 @@ def _train(
 
     keras.utils.set_random_seed(runtime.seed)
     with strategy.scope():
-        model = build_model(cfg)
+        model = build_model(for_this_machine(cfg))  # direct convs where a GPU runs the evaluation
         blockers = model.xla_blockers() if settings.jit_compile and hasattr(model, "xla_blockers") else []
         if blockers:
             raise ConfigError(

@@ -128,6 +128,10 @@ def test_a_run_directory_carries_its_config_for_predict_and_export_without_its_d
     assert main(["export", "--weights", str(run), "--out", str(tmp_path / "models")]) == 0
     exported = json.loads((tmp_path / "models" / "1" / "assets" / "label_map.json").read_text())
     assert [c["id"] for c in exported["categories"]] == [3, 7, 42]
+    # the config beside the export (DESIGN) and the target it was built for
+    assets = tmp_path / "models" / "1" / "assets"
+    assert json.loads((assets / "export.json").read_text())["target"] == "any"
+    assert "conv_algorithm: direct" in (assets / "config.yaml").read_text()
     assert not (run / "synthetic").exists() and not (tmp_path / "no").exists()
 
 
