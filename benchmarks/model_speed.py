@@ -91,15 +91,19 @@ def _set_precision(precision: str) -> None:
     keras.mixed_precision.set_global_policy(POLICIES[precision])
 
 
-def _build(args, size: int):
+def _build(args, size: int, target: str | None = None):
+    """The benchmark model; ``target``: built as ``mrcnn-tf export --target`` builds it."""
     import keras
 
     import mrcnn_tf
     from mrcnn_tf.config import load_config
+    from mrcnn_tf.export.targets import apply_target
 
     keras.utils.set_random_seed(0)
     _set_precision(args.precision)
     cfg = load_config(args.config, _overrides(args, size))
+    if target is not None:
+        cfg = apply_target(cfg, target)
     model = mrcnn_tf.build_model(cfg)
     model.build()
     return cfg, model
@@ -122,7 +126,7 @@ def export_model(args, size: int) -> Path:
 
     path = _export_dir(args, size)
     if not (path / "saved_model.pb").is_file():
-        cfg, model = _build(args, size)
+        cfg, model = _build(args, size, target="any")  # as `mrcnn-tf export` builds it
         tmp = path.with_name(f"tmp-{os.getpid()}")
         export_saved_model(
             model, tmp, Preprocessing.from_pipeline(build_input_pipeline(cfg)), {"categories": []}
