@@ -84,7 +84,7 @@ def converted(request, tmp_path_factory):
     assert (
         main(["convert", "torchvision", str(root / "ref" / "model.pth"), "--out", str(run), *overrides]) == 0
     )
-    return root, ref, run
+    return root, ref, run, _model(run)  # built once for the tests of this architecture
 
 
 def _model(run: Path):
@@ -98,8 +98,7 @@ def _model(run: Path):
 def test_every_stage_agrees_with_torchvision(converted):
     import tensorflow as tf
 
-    root, ref, run = converted
-    model = _model(run)
+    root, ref, _, model = converted
     photo = np.asarray(Image.open(root / "photo.png"), np.float32)[None]
     assert ref["image"].shape[2:] == (480, 608)  # no resize, no padding: the same input
     _, _, pyramid, _, objectness, deltas, proposals = model._features({"images": tf.constant(photo)}, False)
@@ -161,8 +160,7 @@ def match_detections(boxes, scores, classes, ref_boxes, ref_scores, ref_labels) 
 def test_final_detections_agree_with_torchvision(converted):
     import tensorflow as tf
 
-    root, ref, run = converted
-    model = _model(run)
+    root, ref, _, model = converted
     photo = np.asarray(Image.open(root / "photo.png"), np.float32)[None]
     out = model({"images": tf.constant(photo)}, training=False)
     n = int(out["num_detections"][0])
