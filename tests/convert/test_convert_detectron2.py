@@ -18,6 +18,7 @@ def convert(checkpoint, out, *extra) -> int:
     return main(["convert", "detectron2", str(checkpoint), "--out", str(out), *extra])
 
 
+@pytest.mark.slow  # two R50 models built, converted and traced: ~1.5 min
 @pytest.mark.parametrize("arch", ["mask_rcnn_R_50_FPN", "mask_rcnn_R_50_C4"])
 def test_a_zoo_final_converts_and_predicts_end_to_end(tmp_path, capsys, arch):
     pkl = write_pkl(tmp_path / "model_final.pkl", state_dict(arch))
