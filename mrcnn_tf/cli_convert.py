@@ -27,6 +27,7 @@ def _convert(args: argparse.Namespace, source: str) -> int:
     from mrcnn_tf.config import load_config
     from mrcnn_tf.convert import backbones, detectron2, torchvision
     from mrcnn_tf.convert.checkpoint_io import read_checkpoint
+    from mrcnn_tf.convert.layouts import assign_pairs
     from mrcnn_tf.data.category_map import CategoryMap
     from mrcnn_tf.training import workdir as run_files
     from registry.config import dump_config
@@ -47,7 +48,7 @@ def _convert(args: argparse.Namespace, source: str) -> int:
         model = build_model(cfg)
         model.build()
         kept = {k: v for k, v in state.items() if not backbones.is_ignored(k)}
-        torchvision.assign_pairs(backbones.backbone_pairs(model.backbone, kind), kept, arch, args.checkpoint)
+        assign_pairs(backbones.backbone_pairs(model.backbone, kind), kept, arch, args.checkpoint)
         labels = None
     else:
         state = converter.normalise_keys(state)

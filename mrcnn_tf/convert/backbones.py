@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mrcnn_tf.convert.checkpoint_io import CheckpointError
-from mrcnn_tf.convert.torchvision import _conv
+from mrcnn_tf.convert.layouts import bgr_conv_kernel, conv_kernel, torchvision_resnet_pairs
 
 MANIFEST = "backbone.json"
 #: Where to get each ImageNet start, by the folder name the zoo configs give it.
@@ -50,15 +50,6 @@ def classifier_depth(state: dict[str, np.ndarray]) -> tuple[str, int] | None:
     return None
 
 
-def _norm_torchvision(layer, prefix: str) -> list:
-    return [
-        (layer.gamma, f"{prefix}.weight", None),
-        (layer.beta, f"{prefix}.bias", None),
-        (layer.moving_mean, f"{prefix}.running_mean", None),
-        (layer.moving_variance, f"{prefix}.running_var", None),
-    ]
-
-
 def _norm_msra(layer, prefix: str) -> list:
     eps = float(layer.epsilon)
     return [
@@ -72,28 +63,17 @@ def _norm_msra(layer, prefix: str) -> list:
 def backbone_pairs(backbone, source: str) -> list:
     """``(variable, key, transform)`` for every variable of our ``ResNet``."""
     if source == "torchvision":
-        pairs = [(backbone.stem_conv.kernel, "conv1.weight", _conv)]
-        pairs += _norm_torchvision(backbone.stem_norm, "bn1")
-        for s, stage in enumerate(backbone.stages):
-            for b, block in enumerate(stage):
-                prefix = f"layer{s + 1}.{b}"
-                for k, (conv, norm) in enumerate(zip(block.convs, block.norms, strict=True)):
-                    pairs += [(conv.kernel, f"{prefix}.conv{k + 1}.weight", _conv)]
-                    pairs += _norm_torchvision(norm, f"{prefix}.bn{k + 1}")
-                if block.shortcut is not None:
-                    pairs += [(block.shortcut.kernel, f"{prefix}.downsample.0.weight", _conv)]
-                    pairs += _norm_torchvision(block.shortcut_norm, f"{prefix}.downsample.1")
-        return pairs
-    pairs = [(backbone.stem_conv.kernel, "conv1_w", lambda w: _conv(w[:, ::-1]))]  # BGR -> RGB
+        return torchvision_resnet_pairs(backbone)
+    pairs = [(backbone.stem_conv.kernel, "conv1_w", bgr_conv_kernel)]
     pairs += _norm_msra(backbone.stem_norm, "res_conv1_bn")
     for s, stage in enumerate(backbone.stages):
         for b, block in enumerate(stage):
             prefix = f"res{s + 2}_{b}"
             for branch, conv, norm in zip("abc", block.convs, block.norms, strict=True):
-                pairs += [(conv.kernel, f"{prefix}_branch2{branch}_w", _conv)]
+                pairs += [(conv.kernel, f"{prefix}_branch2{branch}_w", conv_kernel)]
                 pairs += _norm_msra(norm, f"{prefix}_branch2{branch}_bn")
             if block.shortcut is not None:
-                pairs += [(block.shortcut.kernel, f"{prefix}_branch1_w", _conv)]
+                pairs += [(block.shortcut.kernel, f"{prefix}_branch1_w", conv_kernel)]
                 pairs += _norm_msra(block.shortcut_norm, f"{prefix}_branch1_bn")
     return pairs
 

@@ -18,7 +18,17 @@ from __future__ import annotations
 import numpy as np
 
 from mrcnn_tf.convert.checkpoint_io import CheckpointError
-from mrcnn_tf.convert.torchvision import COCO_91, _conv, _conv_pairs, _deltas
+from mrcnn_tf.convert.layouts import (
+    assign_pairs,
+    bgr_conv_kernel,
+    chw_dense_kernel,
+    conv_kernel,
+    conv_pairs,
+    dense_kernel,
+    norm_pairs,
+    yx_deltas,
+)
+from mrcnn_tf.convert.torchvision import COCO_91
 
 ARCHS = ("mask_rcnn_R_50_FPN", "mask_rcnn_R_50_C4")
 CONFIGS = {
@@ -76,28 +86,15 @@ def detect_arch(state: dict[str, np.ndarray], path) -> str:
     )
 
 
-def _norm(layer, prefix: str) -> list:
-    return [
-        (layer.gamma, f"{prefix}.weight", None),
-        (layer.beta, f"{prefix}.bias", None),
-        (layer.moving_mean, f"{prefix}.running_mean", None),
-        (layer.moving_variance, f"{prefix}.running_var", None),
-    ]
-
-
 def _block(block, prefix: str) -> list:
     pairs = []
     for k, (conv, norm) in enumerate(zip(block.convs, block.norms, strict=True)):
-        pairs += _conv_pairs(conv, f"{prefix}.conv{k + 1}") + _norm(norm, f"{prefix}.conv{k + 1}.norm")
+        pairs += conv_pairs(conv, f"{prefix}.conv{k + 1}") + norm_pairs(norm, f"{prefix}.conv{k + 1}.norm")
     if block.shortcut is not None:
-        pairs += _conv_pairs(block.shortcut, f"{prefix}.shortcut") + _norm(
+        pairs += conv_pairs(block.shortcut, f"{prefix}.shortcut") + norm_pairs(
             block.shortcut_norm, f"{prefix}.shortcut.norm"
         )
     return pairs
-
-
-def _bgr_to_rgb(w: np.ndarray) -> np.ndarray:
-    return _conv(w[:, ::-1])
 
 
 def weight_pairs(model, arch: str) -> list:
@@ -105,39 +102,34 @@ def weight_pairs(model, arch: str) -> list:
     fpn = arch == "mask_rcnn_R_50_FPN"
     body = "backbone.bottom_up" if fpn else "backbone"
     backbone = model.backbone
-    pairs = [(backbone.stem_conv.kernel, f"{body}.stem.conv1.weight", _bgr_to_rgb)]
-    pairs += _norm(backbone.stem_norm, f"{body}.stem.conv1.norm")
+    pairs = [(backbone.stem_conv.kernel, f"{body}.stem.conv1.weight", bgr_conv_kernel)]
+    pairs += norm_pairs(backbone.stem_norm, f"{body}.stem.conv1.norm")
     for s, stage in enumerate(backbone.stages):
         for b, block in enumerate(stage):
             pairs += _block(block, f"{body}.res{s + 2}.{b}")
     if fpn:
         for k in model.neck.input_levels:
-            pairs += _conv_pairs(model.neck.laterals[f"C{k}"], f"backbone.fpn_lateral{k}")
-            pairs += _conv_pairs(model.neck.outputs[f"C{k}"], f"backbone.fpn_output{k}")
+            pairs += conv_pairs(model.neck.laterals[f"C{k}"], f"backbone.fpn_lateral{k}")
+            pairs += conv_pairs(model.neck.outputs[f"C{k}"], f"backbone.fpn_output{k}")
     rpn = model.rpn_head
     names = ["proposal_generator.rpn_head.conv"] if len(rpn.convs) == 1 else [
         f"proposal_generator.rpn_head.conv.conv{i}" for i in range(len(rpn.convs))
     ]  # fmt: skip
     for conv, name in zip(rpn.convs, names, strict=True):
-        pairs += _conv_pairs(conv, name)
-    pairs += _conv_pairs(rpn.objectness, "proposal_generator.rpn_head.objectness_logits")
+        pairs += conv_pairs(conv, name)
+    pairs += conv_pairs(rpn.objectness, "proposal_generator.rpn_head.objectness_logits")
     pairs += [
         (
             rpn.box_deltas.kernel,
             "proposal_generator.rpn_head.anchor_deltas.weight",
-            lambda w: _conv(_deltas(w, False)),
+            lambda w: conv_kernel(yx_deltas(w)),
         ),
-        (rpn.box_deltas.bias, "proposal_generator.rpn_head.anchor_deltas.bias", lambda b: _deltas(b, False)),
+        (rpn.box_deltas.bias, "proposal_generator.rpn_head.anchor_deltas.bias", yx_deltas),
     ]
     head = model.box_head
-    if fpn:
+    if fpn:  # Detectron2 flattens the RoI map (C, H, W), we flatten (H, W, C)
         channels = model.neck.num_channels
-
-        def first_fc(w, c=channels):  # Detectron2 flattens (C, H, W), we flatten (H, W, C)
-            s = round((w.shape[1] / c) ** 0.5)
-            return np.ascontiguousarray(w.reshape(-1, c, s, s).transpose(2, 3, 1, 0).reshape(-1, w.shape[0]))
-
-        transforms = [first_fc] + [lambda w: np.ascontiguousarray(w.T)] * (len(head.fcs) - 1)
+        transforms = [lambda w: chw_dense_kernel(w, channels)] + [dense_kernel] * (len(head.fcs) - 1)
         for i, (fc, transform) in enumerate(zip(head.fcs, transforms, strict=True)):
             pairs += [(fc.kernel, f"roi_heads.box_head.fc{i + 1}.weight", transform)]
             pairs += [(fc.bias, f"roi_heads.box_head.fc{i + 1}.bias", None)]
@@ -149,26 +141,25 @@ def weight_pairs(model, arch: str) -> list:
     def background_first(a):  # Detectron2's background is the last class, ours the first
         return np.concatenate([a[-1:], a[:-1]])
 
-    def transposed(f):
-        return lambda w: np.ascontiguousarray(f(w).T)
-
     prefix = "roi_heads.box_predictor"
     pairs += [
-        (predictor.cls_score.kernel, f"{prefix}.cls_score.weight", transposed(background_first)),
+        (
+            predictor.cls_score.kernel,
+            f"{prefix}.cls_score.weight",
+            lambda w: dense_kernel(background_first(w)),
+        ),
         (predictor.cls_score.bias, f"{prefix}.cls_score.bias", background_first),
-        (predictor.bbox_pred.kernel, f"{prefix}.bbox_pred.weight", transposed(lambda w: _deltas(w, False))),
-        (predictor.bbox_pred.bias, f"{prefix}.bbox_pred.bias", lambda b: _deltas(b, False)),
+        (predictor.bbox_pred.kernel, f"{prefix}.bbox_pred.weight", lambda w: dense_kernel(yx_deltas(w))),
+        (predictor.bbox_pred.bias, f"{prefix}.bbox_pred.bias", yx_deltas),
     ]
     mask = model.mask_head
     for i, conv in enumerate(mask.tower.convs):
-        pairs += _conv_pairs(conv, f"roi_heads.mask_head.mask_fcn{i + 1}")
-    pairs += _conv_pairs(mask.upsampler, "roi_heads.mask_head.deconv")
-    pairs += _conv_pairs(mask.predictor, "roi_heads.mask_head.predictor")
+        pairs += conv_pairs(conv, f"roi_heads.mask_head.mask_fcn{i + 1}")
+    pairs += conv_pairs(mask.upsampler, "roi_heads.mask_head.deconv")
+    pairs += conv_pairs(mask.predictor, "roi_heads.mask_head.predictor")
     return pairs
 
 
 def assign(model, state: dict[str, np.ndarray], arch: str, path) -> None:
     """Set every variable of a built ``model`` from a Detectron2 ``state`` (normalised keys)."""
-    from mrcnn_tf.convert.torchvision import assign_pairs
-
     assign_pairs(weight_pairs(model, arch), state, f"Detectron2 {arch} checkpoint", path)

@@ -7,9 +7,7 @@ Both key formats torchvision has used are read (its 2019 files say ``rpn.head.co
 ``backbone.fpn.inner_blocks.0.weight``, ``roi_heads.mask_head.mask_fcn1.weight``; today's
 ``...conv.0.0...``, ``...inner_blocks.0.0...``, ``...mask_head.0.0...``).
 
-Layouts: conv OIHW → HWIO (``transpose(2, 3, 1, 0)``, transposed convs too); Linear ``.T``; the
-first fc after a 7×7 RoI flattens (C, H, W) in torch and (H, W, C) here; box deltas are
-``(dx, dy, dw, dh)`` per class in torch, ``(dy, dx, dh, dw)`` here; torchvision's 91 outputs
+Layouts as in :mod:`mrcnn_tf.convert.layouts`; torchvision's 91 outputs
 keep index = COCO category id (the 10 unused ids included, so that softmax scores match), and
 its background rows of ``bbox_pred`` and channel 0 of the mask logits, which inference never
 reads, are dropped.
@@ -22,6 +20,16 @@ import re
 import numpy as np
 
 from mrcnn_tf.convert.checkpoint_io import CheckpointError
+from mrcnn_tf.convert.layouts import (
+    assign_pairs,
+    chw_dense_kernel,
+    conv_kernel,
+    conv_pairs,
+    dense_kernel,
+    norm_pairs,
+    torchvision_resnet_pairs,
+    yx_deltas,
+)
 
 ARCHS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
 #: The zoo config that reproduces each architecture's conventions.
@@ -95,107 +103,58 @@ def detect_arch(state: dict[str, np.ndarray], path) -> str:
     return "maskrcnn_resnet50_fpn"
 
 
-def _conv(w: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
-
-
-def _deltas(w: np.ndarray, drop_background: bool) -> np.ndarray:
-    """Rows ``4c + (dx, dy, dw, dh)`` → ``4c + (dy, dx, dh, dw)``; without class 0 if asked."""
-    groups = w.reshape(-1, 4, *w.shape[1:])
-    if drop_background:
-        groups = groups[1:]
-    return groups[:, [1, 0, 3, 2]].reshape(-1, *w.shape[1:])
-
-
-def _norm_pairs(layer, prefix: str) -> list:
-    return [
-        (layer.gamma, f"{prefix}.weight", None),
-        (layer.beta, f"{prefix}.bias", None),
-        (layer.moving_mean, f"{prefix}.running_mean", None),
-        (layer.moving_variance, f"{prefix}.running_var", None),
-    ]
-
-
-def _conv_pairs(layer, prefix: str, transform=_conv) -> list:
-    pairs = [(layer.kernel, f"{prefix}.weight", transform)]
-    if getattr(layer, "bias", None) is not None:
-        pairs.append((layer.bias, f"{prefix}.bias", None))
-    return pairs
-
-
 def weight_pairs(model, arch: str) -> list:
     """``(variable, torch key, transform)`` for every variable of ``model``."""
     v2 = arch == "maskrcnn_resnet50_fpn_v2"
     backbone, neck = model.backbone, model.neck
-    pairs = _conv_pairs(backbone.stem_conv, "backbone.body.conv1") + _norm_pairs(
-        backbone.stem_norm, "backbone.body.bn1"
-    )
-    for s, stage in enumerate(backbone.stages):
-        for b, block in enumerate(stage):
-            prefix = f"backbone.body.layer{s + 1}.{b}"
-            for k, (conv, norm) in enumerate(zip(block.convs, block.norms, strict=True)):
-                pairs += _conv_pairs(conv, f"{prefix}.conv{k + 1}") + _norm_pairs(norm, f"{prefix}.bn{k + 1}")
-            if block.shortcut is not None:
-                pairs += _conv_pairs(block.shortcut, f"{prefix}.downsample.0")
-                pairs += _norm_pairs(block.shortcut_norm, f"{prefix}.downsample.1")
+    pairs = torchvision_resnet_pairs(backbone, "backbone.body.")
     for i, k in enumerate(neck.input_levels):
-        pairs += _conv_pairs(neck.laterals[f"C{k}"], f"backbone.fpn.inner_blocks.{i}.0")
-        pairs += _conv_pairs(neck.outputs[f"C{k}"], f"backbone.fpn.layer_blocks.{i}.0")
+        pairs += conv_pairs(neck.laterals[f"C{k}"], f"backbone.fpn.inner_blocks.{i}.0")
+        pairs += conv_pairs(neck.outputs[f"C{k}"], f"backbone.fpn.layer_blocks.{i}.0")
         if v2:
-            pairs += _norm_pairs(neck.lateral_norms[f"C{k}"], f"backbone.fpn.inner_blocks.{i}.1")
-            pairs += _norm_pairs(neck.output_norms[f"C{k}"], f"backbone.fpn.layer_blocks.{i}.1")
+            pairs += norm_pairs(neck.lateral_norms[f"C{k}"], f"backbone.fpn.inner_blocks.{i}.1")
+            pairs += norm_pairs(neck.output_norms[f"C{k}"], f"backbone.fpn.layer_blocks.{i}.1")
     rpn = model.rpn_head
     for i, conv in enumerate(rpn.convs):
-        pairs += _conv_pairs(conv, f"rpn.head.conv.{i}.0")
-    pairs += _conv_pairs(rpn.objectness, "rpn.head.cls_logits")
+        pairs += conv_pairs(conv, f"rpn.head.conv.{i}.0")
+    pairs += conv_pairs(rpn.objectness, "rpn.head.cls_logits")
     pairs += [
-        (rpn.box_deltas.kernel, "rpn.head.bbox_pred.weight", lambda w: _conv(_deltas(w, False))),
-        (rpn.box_deltas.bias, "rpn.head.bbox_pred.bias", lambda b: _deltas(b, False)),
+        (rpn.box_deltas.kernel, "rpn.head.bbox_pred.weight", lambda w: conv_kernel(yx_deltas(w))),
+        (rpn.box_deltas.bias, "rpn.head.bbox_pred.bias", yx_deltas),
     ]
     head = model.box_head
     for i, conv in enumerate(head.tower.convs):
-        pairs += _conv_pairs(conv, f"roi_heads.box_head.{i}.0")
-        pairs += _norm_pairs(head.tower.norms[i], f"roi_heads.box_head.{i}.1")
+        pairs += conv_pairs(conv, f"roi_heads.box_head.{i}.0")
+        pairs += norm_pairs(head.tower.norms[i], f"roi_heads.box_head.{i}.1")
     fc_names = ["roi_heads.box_head.5"] if v2 else ["roi_heads.box_head.fc6", "roi_heads.box_head.fc7"]
-    for i, (fc, name) in enumerate(zip(head.fcs, fc_names, strict=True)):
-        if i == 0:  # torch flattens (C, H, W), we flatten (H, W, C)
-            channels = head.tower.filters if head.tower.num_convs else model.neck.num_channels
-
-            def first_fc(w, c=channels):
-                s = round((w.shape[1] / c) ** 0.5)
-                return np.ascontiguousarray(
-                    w.reshape(-1, c, s, s).transpose(2, 3, 1, 0).reshape(-1, w.shape[0])
-                )
-
-            pairs += [(fc.kernel, f"{name}.weight", first_fc), (fc.bias, f"{name}.bias", None)]
-        else:
-            pairs += [
-                (fc.kernel, f"{name}.weight", lambda w: np.ascontiguousarray(w.T)),
-                (fc.bias, f"{name}.bias", None),
-            ]
+    channels = head.tower.filters if head.tower.num_convs else model.neck.num_channels
+    transforms = [lambda w: chw_dense_kernel(w, channels)] + [dense_kernel] * (len(head.fcs) - 1)
+    for fc, name, transform in zip(head.fcs, fc_names, transforms, strict=True):
+        pairs += [(fc.kernel, f"{name}.weight", transform), (fc.bias, f"{name}.bias", None)]
     predictor = head.predictor
+    prefix = "roi_heads.box_predictor"
     pairs += [
-        (
-            predictor.cls_score.kernel,
-            "roi_heads.box_predictor.cls_score.weight",
-            lambda w: np.ascontiguousarray(w.T),
-        ),
-        (predictor.cls_score.bias, "roi_heads.box_predictor.cls_score.bias", None),
+        (predictor.cls_score.kernel, f"{prefix}.cls_score.weight", dense_kernel),
+        (predictor.cls_score.bias, f"{prefix}.cls_score.bias", None),
         (
             predictor.bbox_pred.kernel,
-            "roi_heads.box_predictor.bbox_pred.weight",
-            lambda w: np.ascontiguousarray(_deltas(w, True).T),
+            f"{prefix}.bbox_pred.weight",
+            lambda w: dense_kernel(yx_deltas(w, True)),
         ),
-        (predictor.bbox_pred.bias, "roi_heads.box_predictor.bbox_pred.bias", lambda b: _deltas(b, True)),
+        (predictor.bbox_pred.bias, f"{prefix}.bbox_pred.bias", lambda b: yx_deltas(b, True)),
     ]
     mask = model.mask_head
     for i, conv in enumerate(mask.tower.convs):
-        pairs += _conv_pairs(conv, f"roi_heads.mask_head.{i}.0")
+        pairs += conv_pairs(conv, f"roi_heads.mask_head.{i}.0")
         if v2:
-            pairs += _norm_pairs(mask.tower.norms[i], f"roi_heads.mask_head.{i}.1")
-    pairs += _conv_pairs(mask.upsampler, "roi_heads.mask_predictor.conv5_mask")
+            pairs += norm_pairs(mask.tower.norms[i], f"roi_heads.mask_head.{i}.1")
+    pairs += conv_pairs(mask.upsampler, "roi_heads.mask_predictor.conv5_mask")
     pairs += [
-        (mask.predictor.kernel, "roi_heads.mask_predictor.mask_fcn_logits.weight", lambda w: _conv(w[1:])),
+        (
+            mask.predictor.kernel,
+            "roi_heads.mask_predictor.mask_fcn_logits.weight",
+            lambda w: conv_kernel(w[1:]),
+        ),
         (mask.predictor.bias, "roi_heads.mask_predictor.mask_fcn_logits.bias", lambda b: b[1:]),
     ]
     return pairs
@@ -208,46 +167,3 @@ def assign(model, state: dict[str, np.ndarray], arch: str, path) -> None:
         CheckpointError: see :func:`assign_pairs`.
     """
     assign_pairs(weight_pairs(model, arch), state, f"{arch} checkpoint as torchvision writes it", path)
-
-
-def assign_pairs(pairs: list, state: dict[str, np.ndarray], what: str, path) -> None:
-    """Set each ``(variable, key, transform)`` of ``pairs`` from ``state[key]``.
-
-    Raises:
-        CheckpointError: keys missing or left over, or shapes that do not fit, listed (the first
-            few of each) in one message that says the file is not ``what``; nothing is assigned then.
-    """
-    missing, wrong, values = [], [], []
-    used = set()
-    for variable, key, transform in pairs:
-        if key not in state:
-            missing.append(key)
-            continue
-        used.add(key)
-        value = state[key].astype(np.float32)
-        if transform is not None:
-            try:
-                value = transform(value)
-            except ValueError:
-                wrong.append(f"{key} {tuple(state[key].shape)}")
-                continue
-        if tuple(value.shape) != tuple(variable.shape):
-            wrong.append(f"{key} {tuple(state[key].shape)}")
-            continue
-        values.append((variable, value))
-    extra = [k for k in state if k not in used]
-
-    def listed(keys):
-        return f"{', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
-
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} key(s) missing ({listed(missing)})")
-    if extra:
-        problems.append(f"{len(extra)} key(s) not used ({listed(extra)})")
-    if wrong:
-        problems.append(f"{len(wrong)} shape(s) do not fit ({listed(wrong)})")
-    if problems:
-        raise CheckpointError(f"{path}: not a {what}: {'; '.join(problems)}")
-    for variable, value in values:
-        variable.assign(value)
