@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import tempfile
@@ -90,18 +91,10 @@ def _convert(args: argparse.Namespace, source: str) -> int:
     return 0
 
 
-def cmd_convert_torchvision(args: argparse.Namespace) -> int:
-    """A torchvision Mask R-CNN checkpoint → a run directory."""
-    return _convert(args, "torchvision")
-
-
-def cmd_convert_detectron2(args: argparse.Namespace) -> int:
-    """A Detectron2 model-zoo Mask R-CNN ``.pkl`` → a run directory."""
-    return _convert(args, "detectron2")
-
-
 def add_convert_command(sub, common, overrides, parser_class, with_framework) -> None:
-    """Register ``convert torchvision`` on the ``mrcnn-tf`` subparsers."""
+    """Register ``convert torchvision`` and ``convert detectron2`` on the ``mrcnn-tf`` subparsers."""
+    from mrcnn_tf.convert import detectron2, torchvision  # NumPy only: no TensorFlow at start-up
+
     p = sub.add_parser(
         "convert",
         parents=[common],
@@ -109,25 +102,25 @@ def add_convert_command(sub, common, overrides, parser_class, with_framework) ->
     )
     convert_sub = p.add_subparsers(dest="convert_command", metavar="SOURCE", parser_class=parser_class)
     convert_sub.required = True
-    tv = convert_sub.add_parser(
-        "torchvision",
-        parents=[common, overrides],
-        help="maskrcnn_resnet50_fpn (v1) or _v2 .pth (also .npz/.safetensors); torch is not needed",
-    )
-    tv.add_argument("checkpoint", help="e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")
-    tv.add_argument("--out", required=True, help="the run directory to write (new or empty)")
-    tv.add_argument(
-        "--arch", choices=("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"), help="default: from the keys"
-    )
-    tv.set_defaults(func=with_framework(cmd_convert_torchvision))
-    d2 = convert_sub.add_parser(
-        "detectron2",
-        parents=[common, overrides],
-        help="a Detectron2 model-zoo Mask R-CNN R50-FPN or R50-C4 model_final_*.pkl (read without torch)",
-    )
-    d2.add_argument("checkpoint", help="e.g. model_final_f10217.pkl (mask_rcnn_R_50_FPN_3x)")
-    d2.add_argument("--out", required=True, help="the run directory to write (new or empty)")
-    d2.add_argument(
-        "--arch", choices=("mask_rcnn_R_50_FPN", "mask_rcnn_R_50_C4"), help="default: from the keys"
-    )
-    d2.set_defaults(func=with_framework(cmd_convert_detectron2))
+    sources = {
+        "torchvision": (
+            "maskrcnn_resnet50_fpn (v1) or _v2 .pth (also .npz/.safetensors), or an ImageNet resnet50/101; "
+            "torch is not needed",
+            "e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth",
+            torchvision.ARCHS,
+        ),
+        "detectron2": (
+            "a Detectron2 model-zoo Mask R-CNN R50-FPN or R50-C4 model_final_*.pkl, or an MSRA "
+            "R-50/R-101.pkl (read without torch)",
+            "e.g. model_final_f10217.pkl (mask_rcnn_R_50_FPN_3x)",
+            detectron2.ARCHS,
+        ),
+    }
+    for source, (summary, example, archs) in sources.items():
+        q = convert_sub.add_parser(source, parents=[common, overrides], help=summary)
+        q.add_argument("checkpoint", help=example)
+        q.add_argument("--out", required=True, help="the run directory to write (new or empty)")
+        q.add_argument("--arch", choices=archs, help="default: from the keys")
+        command = functools.partial(_convert, source=source)
+        command.__doc__ = _convert.__doc__
+        q.set_defaults(func=with_framework(command))
