@@ -100,3 +100,21 @@ def test_several_sizes_on_one_level_c4_style():
     assert AnchorGenerator.from_config(gen.get_config()).get_config()["sizes"] == [[32, 64, 128, 256, 512]]
     with pytest.raises(ValueError, match="same number of sizes"):
         AnchorGenerator(min_level=2, max_level=3, sizes=[[32, 64], [128]])
+
+
+def test_rounded_cell_anchors_are_torchvisions_table():
+    """torchvision's rounded base anchors (xyxy, ratio 0.5, 1, 2), as its AnchorGenerator gives
+    them for sizes 32..512 (the table in shared/reference/converters.md §1.6)."""
+    from mrcnn_tf.modeling.anchors.anchor_generator import AnchorGenerator
+
+    table = {
+        2: [[-23, -11, 23, 11], [-16, -16, 16, 16], [-11, -23, 11, 23]],
+        3: [[-45, -23, 45, 23], [-32, -32, 32, 32], [-23, -45, 23, 45]],
+        4: [[-91, -45, 91, 45], [-64, -64, 64, 64], [-45, -91, 45, 91]],
+        5: [[-181, -91, 181, 91], [-128, -128, 128, 128], [-91, -181, 91, 181]],
+        6: [[-362, -181, 362, 181], [-256, -256, 256, 256], [-181, -362, 181, 362]],
+    }
+    generator = AnchorGenerator(round_cell_anchors=True, offset=0.0)
+    for level, expected in table.items():
+        ours = [[x1, y1, x2, y2] for y1, x1, y2, x2 in generator.cell_anchors(level)]
+        assert ours == expected, level

@@ -104,27 +104,22 @@ class AnchorGenerator(keras.layers.Layer):
 
     def cell_anchors(self, level: int) -> list[list[float]]:
         """The ``A`` anchors ``[y1, x1, y2, x2]`` centred on (0, 0) for ``level``."""
+        import numpy as np
+
         out = []
         for size in self._level_sizes[level - self.min_level]:
             for scale in self.scales:
                 for ratio in self.aspect_ratios:
-                    h = size * scale * math.sqrt(ratio)
-                    w = size * scale / math.sqrt(ratio)
-                    out.append([-h / 2.0, -w / 2.0, h / 2.0, w / 2.0])
-        if self.round_cell_anchors:
-            import numpy as np
-
-            out = []
-            for size in self._level_sizes[level - self.min_level]:
-                for scale in self.scales:
-                    for ratio in self.aspect_ratios:
-                        # torchvision: h_ratio = sqrt(ar), w_ratio = 1 / h_ratio, all float32
+                    if self.round_cell_anchors:  # torchvision: sqrt(ar), 1 / sqrt(ar), float32, round
                         h_ratio = np.sqrt(np.float32(ratio))
-                        w_ratio = np.float32(1.0) / h_ratio
                         s = np.float32(size) * np.float32(scale)
-                        h, w = h_ratio * s, w_ratio * s
+                        h, w = h_ratio * s, np.float32(1.0) / h_ratio * s
                         half = np.round(np.array([-h, -w, h, w], np.float32) / np.float32(2.0))
                         out.append([float(v) for v in half])
+                    else:
+                        h = size * scale * math.sqrt(ratio)
+                        w = size * scale / math.sqrt(ratio)
+                        out.append([-h / 2.0, -w / 2.0, h / 2.0, w / 2.0])
         return out
 
     def grid_anchors(self, level: int, height, width, stride_y=None, stride_x=None):
