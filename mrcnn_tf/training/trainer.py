@@ -144,7 +144,7 @@ def _train(
         strategy = build_strategy(runtime.strategy)
     eval_settings = EvalSettings.from_config(cfg)
     workdir = Path(workdir)
-    resuming = any((workdir / "checkpoints").glob("ckpt-*"))
+    resuming = CheckpointStore(workdir / "checkpoints").latest() is not None  # init_weights is not read
     if settings.init_weights and not resuming and not Path(settings.init_weights).exists():
         from mrcnn_tf.convert.backbones import missing_start_message
 
