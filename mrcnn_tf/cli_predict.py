@@ -37,7 +37,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_outputs(images, out, overwrite=args.overwrite)  # outputs never replace inputs
     paste = {}
     if args.saved_model:
-        predictor = Predictor.from_saved_model(args.saved_model)
+        from mrcnn_tf.export import litert
+
+        if litert.find_litert(args.saved_model):
+            predictor = litert.load_predictor(args.saved_model)
+        else:
+            predictor = Predictor.from_saved_model(args.saved_model)
     else:
         predictor, settings = _predictor_from_config(args)
         paste = {"mask_threshold": settings.mask_threshold, "mask_paste": settings.mask_paste}
@@ -84,7 +89,11 @@ def add_predict_command(sub, common, overrides, with_framework) -> None:
         help="draw detections on images and write COCO results (SavedModel or config + weights)",
     )
     p.add_argument("images", nargs="+", metavar="IMAGES_OR_DIRS", help="image files or folders (recursive)")
-    p.add_argument("--saved-model", help="an export of `mrcnn-tf export` (version dir or base path)")
+    p.add_argument(
+        "--saved-model",
+        help="an export of `mrcnn-tf export`: SavedModel version dir or base path, or the LiteRT folder "
+        "or .tflite file of --format tflite",
+    )
     p.add_argument("--weights", help="a run directory (its config.yaml is used) or a .weights.h5 file")
     p.add_argument("--config", help="a YAML file or bundled config name (default: the run's config.yaml)")
     p.add_argument("--out", required=True, help="output folder for pictures and predictions.json")

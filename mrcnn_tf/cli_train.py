@@ -89,6 +89,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from registry.errors import UserError
 
     cfg = config_for(args.config, args.weights, config_overrides(args))
+    if args.format == "tflite":
+        return _export_litert(cfg, args)
+    if args.image_size is not None or args.quantize != "none":
+        raise UserError("--image-size and --quantize are options of --format tflite")
     base = Path(args.out)
     version = args.version
     if version is None:
@@ -111,6 +115,45 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {target} (signatures serving_default, serving_bytes; assets/label_map.json)")
     mount = f"{base.resolve()}:/models/mrcnn"
     print(f"serve: docker run -p 8501:8501 -v {mount} -e MODEL_NAME=mrcnn tensorflow/serving")
+    return 0
+
+
+def _export_litert(cfg: dict, args: argparse.Namespace) -> int:
+    """``export --format tflite``: OUT/model.tflite (builtin ops only) with its label map."""
+    from mrcnn_tf import build_model
+    from mrcnn_tf.data.builder import build_input_pipeline
+    from mrcnn_tf.export import litert
+    from mrcnn_tf.export.targets import LITERT, apply_target
+    from mrcnn_tf.training.workdir import load_weights
+    from registry.errors import UserError
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(
+            f"--out {out}: exists and is not an empty folder; choose a new one (nothing was written)"
+        )
+    if args.paste_masks or args.version is not None or args.target != "any":
+        raise UserError("--paste-masks, --version and --target are options of the SavedModel export")
+    category_map = category_map_for(cfg, args.weights)
+    cfg = apply_target(cfg, LITERT)
+    size = args.image_size
+    if size is None:  # the largest image the pipeline feeds the model, padded
+        pipeline = build_input_pipeline(cfg)
+        size = -(-pipeline.max_size // pipeline.size_divisibility) * pipeline.size_divisibility
+    if not 32 <= size <= 4096:
+        raise UserError(f"--image-size must be between 32 and 4096 pixels, got {size}")
+    model = build_model(cfg, num_classes=category_map.num_classes)
+    model.build()
+    loaded = load_weights(model, args.weights)
+    data = litert.convert(model, size, args.quantize)
+    path = litert.write_litert(
+        data, out, category_map.to_json(), image_size=size, quantize=args.quantize, config=cfg
+    )
+    print(f"weights: {loaded}")
+    print(f"wrote {path} ({len(data) / 2**20:.1f} MB; input uint8 [1, {size}, {size}, 3]; builtin ops only)")
+    print(
+        f"run it: python examples/tflite_predict.py {path} IMAGE (needs only ai-edge-litert, numpy, pillow)"
+    )
     return 0
 
 
@@ -204,7 +247,9 @@ def add_train_commands(sub, common, overrides, parser_class, with_framework) -> 
     p.set_defaults(func=with_framework(cmd_evaluate))
 
     p = sub.add_parser(
-        "export", parents=[common, overrides], help="SavedModel for TF Serving (numbered version)"
+        "export",
+        parents=[common, overrides],
+        help="SavedModel for TF Serving (numbered version), or a LiteRT/TFLite model (--format tflite)",
     )
     p.add_argument(
         "config", nargs="?", help="a YAML file or bundled config name (default: the run's config.yaml)"
@@ -221,6 +266,23 @@ def add_train_commands(sub, common, overrides, parser_class, with_framework) -> 
         default="any",
         help="where the SavedModel will run (default: %(default)s: right on CPU and GPU servers; gpu: "
         "crop_and_resize RoIAlign); never decided by this machine's devices",
+    )
+    p.add_argument(
+        "--format",
+        choices=("saved_model", "tflite"),
+        default="saved_model",
+        help="saved_model (TF Serving, default) or tflite: OUT/model.tflite for LiteRT, TFLite builtin ops "
+        "only, fixed input size",
+    )
+    p.add_argument(
+        "--image-size", type=int, help="tflite: the input is [1, S, S, 3] (default: the config's max_size)"
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("none", "float16", "int8"),
+        default="none",
+        help="tflite: none (float32), float16 weights, or int8 (dynamic range: int8 weights and "
+        "convolutions) (default: %(default)s)",
     )
     p.set_defaults(func=with_framework(cmd_export))
 

@@ -7,6 +7,8 @@ when they trace): the export's ``--target`` and the device of an in-process run.
   out of exports.
 * ``gpu``: direct convolutions (cuDNN has its own Winograd) and the ``crop_and_resize`` RoIAlign
   (a GPU kernel).
+* ``litert`` (``export --format tflite``; not a ``--target`` choice): only parts whose ops are
+  TFLite builtins: direct convolutions, the ``gather`` RoIAlign, ``padded`` per-class NMS.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 TARGETS = ("any", "cpu", "gpu")
+LITERT = "litert"
 
 
 def _takes(key: str, part: dict, argument: str) -> bool:
@@ -37,16 +40,19 @@ def _takes(key: str, part: dict, argument: str) -> bool:
 def apply_target(cfg: Mapping[str, Any], target: str) -> dict:
     """A copy of ``cfg`` whose model computes the way ``target`` wants (see the module docstring):
     every model part whose class takes ``conv_algorithm`` gets ``direct``; for ``gpu`` every part
-    that takes a RoIAlign ``backend`` gets ``crop_and_resize``."""
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    that takes a RoIAlign ``backend`` gets ``crop_and_resize``; for ``litert`` ``gather`` and every
+    part that takes ``nms_backend`` gets ``padded``."""
+    if target not in (*TARGETS, LITERT):
+        raise ValueError(f"target must be one of {(*TARGETS, LITERT)}, got {target!r}")
     cfg = copy.deepcopy(dict(cfg))
     model = cfg.get("model") or {}
     for key, part in model.items():
         if _takes(key, part, "conv_algorithm"):
             part["conv_algorithm"] = "direct"
-        if target == "gpu" and _takes(key, part, "backend") and "aligner" in key:
-            part["backend"] = "crop_and_resize"
+        if target in ("gpu", LITERT) and _takes(key, part, "backend") and "aligner" in key:
+            part["backend"] = "crop_and_resize" if target == "gpu" else "gather"
+        if target == LITERT and _takes(key, part, "nms_backend"):
+            part["nms_backend"] = "padded"
     return cfg
 
 

@@ -348,7 +348,7 @@ class MaskRCNN(keras.Model):
         masks = self._mask_probabilities(mask_logits, classes[:, :n])
         if self.mask_slots == "used":  # empty slots get zeros below
             masks = tf.pad(masks, [[0, 0], [0, slots - n], [0, 0], [0, 0]])
-            masks = tf.ensure_shape(masks, [None, slots, *mask_logits.shape[2:4]])
+            masks = tf.reshape(masks, [-1, slots, *mask_logits.shape[2:4]])  # static shape; a TFLite builtin
         return {**out, "num_detections": count, "masks": tf.where(present[..., None, None], masks, 0.0)}
 
     def _class_kwargs(self, classes) -> dict:
