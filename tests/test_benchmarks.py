@@ -55,6 +55,7 @@ def test_every_benchmark_script_is_covered_here():
         "data_pipeline.py",
         "bf16_accuracy.py",
         "converted_vs_torchvision.py",
+        "litert_export.py",
     }
     assert set(scripts) == covered, f"add a tiny run of {set(scripts) - covered} to this file"
 
@@ -157,3 +158,14 @@ def test_converted_vs_torchvision_times_both_on_the_same_weights(tmp_path):
     assert [r["case"] for r in records] == ["torchvision", "mrcnn_tf"]
     assert records[0]["num_detections"] == records[1]["num_detections"]  # the same model
     assert "ratio (ours / torchvision)" in out
+
+
+def test_litert_export_scores_the_saved_model_and_each_litert_model(tmp_path):
+    record = tmp_path / "litert.json"
+    args = ["--weights", str(RUN), "--quantize", "none", "int8", "--max-images", "2", "--repeat", "1"]
+    out = run("litert_export.py", *args, "--json", str(record), "--set", "data.val.num_images=2")
+    assert "| SavedModel (float32) |" in out and "| LiteRT int8 (128²) |" in out
+    results = json.loads(record.read_text())["results"]
+    assert set(results) == {"SavedModel (float32)", "LiteRT none (128²)", "LiteRT int8 (128²)"}
+    # int8 weights: the file is smaller than the float32 one
+    assert results["LiteRT int8 (128²)"]["size_mb"] < results["LiteRT none (128²)"]["size_mb"]
