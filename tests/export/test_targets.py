@@ -44,16 +44,27 @@ def test_tracing_with_a_visible_gpu_builds_the_same_graph(monkeypatch):
     assert _op_types(cfg) == plain
 
 
-@pytest.mark.parametrize("target", ["any", "cpu", "gpu"])
+@pytest.mark.parametrize("target", ["any", "cpu", "gpu", "litert"])
 def test_targets_set_direct_convolutions_and_the_gpu_roi_align(target):
-    cfg = tiny_config("model.box_roi_aligner.backend=gather", "model.mask_roi_aligner.backend=gather")
+    import copy
+
+    cfg = tiny_config(
+        "model.box_roi_aligner.backend=crop_and_resize"
+        if target == "litert"
+        else "model.box_roi_aligner.backend=gather",
+        "model.mask_roi_aligner.backend=gather",
+        "model.detection_generator.nms_backend=combined",
+    )
+    before = copy.deepcopy(cfg)
     out = apply_target(cfg, target)
     model = out["model"]
     assert model["neck"]["conv_algorithm"] == "direct" and model["mask_head"]["conv_algorithm"] == "direct"
     assert model["rpn_head"]["conv_algorithm"] == "direct"
     backend = "crop_and_resize" if target == "gpu" else "gather"
     assert model["box_roi_aligner"]["backend"] == backend and model["mask_roi_aligner"]["backend"] == backend
-    assert cfg["model"]["neck"].get("conv_algorithm") != "direct" or True  # the input is not changed
+    assert cfg == before  # the input is not changed
+    # litert: every op a TFLite builtin (padded NMS instead of TF's fused CombinedNonMaxSuppression)
+    assert model["detection_generator"]["nms_backend"] == ("padded" if target == "litert" else "combined")
     build_model(out).build()  # still a valid model config
     with pytest.raises(ValueError, match="target must be one of"):
         apply_target(cfg, "tpu")
