@@ -80,7 +80,17 @@ def test_model_speed_runs_inference_training_and_export_cases(tmp_path):
     assert "keras_64" in out and "train_64_b1" in out and "export_64" in out
     results = json.loads(record.read_text())["results"]
     assert [r["case"] for r in results] == ["keras_64", "train_64_b1", "export_64"]
-    assert all(r["median_s"] > 0 and r["peak_rss_mb"] > 0 for r in results)
+    for r in results:
+        assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"] and r["peak_rss_mb"] > 100
+    assert results[0]["num_detections"] == results[2]["num_detections"] == 100  # threshold 0: every slot
+    assert results[1]["images"] == [1, 64, 64, 3]  # train_<size>_b<batch>
+    # --gpu's variants, here on CPU: XLA (static shapes, gather RoIAlign) and mixed precision
+    record = tmp_path / "xla.json"
+    args = ["--config", "mask_rcnn_r18_fpn_synthetic", "--repeat", "1", "--xla", "--precision", "bfloat16"]
+    run("model_speed.py", *args, "--cases", "keras_64", "train_64_b2", "--json", str(record), *sets)
+    results = json.loads(record.read_text())["results"]
+    assert [(r["precision"], r["xla"]) for r in results] == [("bfloat16", True)] * 2
+    assert results[0]["num_detections"] == 100 and results[1]["images"][0] == 2
 
 
 def test_profile_inference_times_every_stage():
