@@ -31,6 +31,12 @@ class CocoEvaluator:
             dataset's (a converted COCO model keeps torchvision's 90 classes, class k = COCO id
             k; a run evaluated on another export of its data): results carry these ids, so
             they are scored by category id, whatever the order of the dataset's categories.
+        strategy: the ``tf.distribute`` strategy the model was built under (default: the
+            current one). Every replica of every worker predicts its share of the batches
+            (:mod:`mrcnn_tf.evaluation.distributed`); the chief gathers the detections and
+            runs pycocotools once: the same detections, in the same order, as one device. Under
+            ``MultiWorkerMirroredStrategy`` every worker must call :meth:`evaluate`; only the
+            chief scores and writes, and pictures come from the chief's own batches.
     """
 
     def __init__(
@@ -44,7 +50,9 @@ class CocoEvaluator:
         num_pictures: int = 0,
         category_map=None,
         mask_paste: str = "detectron2",
+        strategy=None,
     ):
+        self.strategy = strategy
         self.mask_paste = mask_paste
         self.dataset = dataset
         self.category_map = category_map if category_map is not None else dataset.category_map
@@ -71,26 +79,27 @@ class CocoEvaluator:
         return self._predict_fns[key]
 
     def predict(self, model) -> tuple[list[dict], list[int], list[np.ndarray]]:
-        """Detections over the dataset: (COCO results, evaluated image ids, pictures)."""
+        """Detections over the dataset: (COCO results, evaluated image ids, pictures), in
+        dataset order, gathered from every worker (see ``strategy``)."""
+        import tensorflow as tf
+
+        from mrcnn_tf.evaluation.distributed import all_gather_json, run_sharded
+
+        strategy = self.strategy or tf.distribute.get_strategy()
         ds = self.pipeline(self.dataset, training=False, repeat=False)
+        size = self.pipeline.batch_size
         if self.max_images is not None:
-            ds = ds.take(math.ceil(self.max_images / self.pipeline.batch_size))
+            ds = ds.take(math.ceil(self.max_images / size))
         to_dataset = [0, *self.category_map.dataset_ids]
-        predict = self._predict_fn(model)
-        results, image_ids, pictures = [], [], []
-        for batch in ds:
-            outputs = predict({"images": batch["images"], "image_size": batch["image_size"]})
-            outputs = {k: v.numpy() for k, v in outputs.items()}
-            batch = {k: v.numpy() for k, v in batch.items()}
+        mine, pictures = [], []
+        for index, batch, outputs in run_sharded(strategy, enumerate(ds), self._predict_fn(model)):
             count = len(batch["image_id"])
             if self.max_images is not None:
-                count = min(count, self.max_images - len(image_ids))
+                count = max(0, min(count, self.max_images - index * size))
                 outputs = {k: v[:count] for k, v in outputs.items()}
                 batch = {k: v[:count] for k, v in batch.items()}
-            results.extend(
-                detections_to_coco(outputs, batch, to_dataset, self.mask_threshold, self.mask_paste)
-            )
-            image_ids.extend(int(i) for i in batch["image_id"])
+            results = detections_to_coco(outputs, batch, to_dataset, self.mask_threshold, self.mask_paste)
+            mine.append([index, results, [int(i) for i in batch["image_id"]]])
             for b in range(count):
                 if len(pictures) < self.num_pictures:
                     h, w = (int(v) for v in batch["image_size"][b])
@@ -100,7 +109,18 @@ class CocoEvaluator:
                             batch["images"][b][:h, :w], outputs, b, names, min_size=512
                         )
                     )
+        gathered = sorted(
+            (entry for part in all_gather_json(strategy, mine) for entry in part), key=lambda e: e[0]
+        )
+        results = [r for _, part, _ in gathered for r in part]
+        image_ids = [i for _, _, ids in gathered for i in ids]
         return results, image_ids, pictures
+
+    def is_chief(self) -> bool:
+        """Whether this worker scores and writes (always, outside multi-worker mode)."""
+        from mrcnn_tf.training.strategy import is_chief
+
+        return self.strategy is None or is_chief(self.strategy)
 
     def ground_truth(self, image_ids: Sequence[int] | None = None) -> dict:
         """The dataset's COCO dict, restricted to ``image_ids`` when given."""
@@ -119,9 +139,12 @@ class CocoEvaluator:
 
         Returns:
             ``{"bbox": {...}, "segm": {...}, "summary": text, "num_images": n,
-            "num_detections": d, "pictures": [...]}``.
+            "num_detections": d, "pictures": [...]}``; on a worker that is not the chief only
+            ``{"chief": False, "num_images": n, "num_detections": d}`` (nothing written).
         """
         results, image_ids, pictures = self.predict(model)
+        if not self.is_chief():
+            return {"chief": False, "num_images": len(image_ids), "num_detections": len(results)}
         metrics, summary = coco_metrics(self.ground_truth(image_ids), results, self.iou_types)
         if out_dir is not None:
             out = Path(out_dir)

@@ -1,0 +1,90 @@
+"""One COCO evaluation of the tiny model under a strategy, in its own process (not a test file).
+
+    python distributed_eval.py single|mirrored|multi_worker WEIGHTS.h5 OUT.json
+
+``single`` builds the model with seeded random weights and saves them to WEIGHTS.h5; the other
+modes load them. ``mirrored`` splits the CPU into two logical devices (before TensorFlow starts,
+hence a process per run); ``multi_worker`` reads ``TF_CONFIG``. Every worker writes OUT.json
+(``OUT.json.<worker>`` for workers other than the chief) with the batches it predicted and, on
+the chief, the gathered detections and the metrics.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+#: 7 validation images in batches of 2: 4 batches, the last one short.
+SETTINGS = (
+    "model.detection_generator.score_threshold=0.0",
+    "data.val.num_images=7",
+    "data.pipeline.batch_size=2",
+)
+
+
+def main(mode: str, weights: str, out: str) -> None:
+    import keras
+    import tensorflow as tf
+
+    if mode == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from mrcnn_tf import build_model
+    from mrcnn_tf.data.builder import build_dataset, build_input_pipeline
+    from mrcnn_tf.evaluation import distributed
+    from mrcnn_tf.evaluation.evaluator import CocoEvaluator
+    from mrcnn_tf.training.strategy import build_strategy, is_chief
+
+    if mode == "mirrored":
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    else:
+        strategy = build_strategy({"single": "default", "multi_worker": "multi_worker"}[mode])
+    spec = importlib.util.spec_from_file_location(
+        "fixtures", Path(__file__).parent.parent / "training_fixtures.py"
+    )
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    cfg = fixtures.tiny_config(*SETTINGS)
+    keras.utils.set_random_seed(7)
+    with strategy.scope():
+        model = build_model(cfg)
+        model.build()
+    if mode == "single":
+        model.save_weights(weights)
+    else:
+        model.load_weights(weights)
+    predicted = []  # (batch index, replica) of every batch this worker ran
+    original = distributed.run_sharded
+
+    def recording(strategy, batches, predict):
+        def on_replica(inputs):
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            return {**predict(inputs), "replica": tf.fill([tf.shape(inputs["images"])[0]], replica)}
+
+        for index, batch, outputs in original(strategy, batches, on_replica):
+            predicted.append([index, int(outputs.pop("replica")[0])])
+            yield index, batch, outputs
+
+    distributed.run_sharded = recording
+    evaluator = CocoEvaluator(build_dataset(cfg, "val"), build_input_pipeline(cfg), strategy=strategy)
+    results, image_ids, _ = evaluator.predict(model)
+    worker, workers = distributed.worker_index_and_count(strategy)
+    record = {
+        "worker": worker,
+        "workers": workers,
+        "replicas": strategy.num_replicas_in_sync,
+        "predicted": predicted,
+    }
+    if is_chief(strategy):
+        record.update(results=results, image_ids=image_ids)
+        Path(out).write_text(json.dumps(record))
+    else:
+        Path(f"{out}.{worker}").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -1,0 +1,94 @@
+"""COCO evaluation on every replica and worker: MirroredStrategy over 2 logical CPUs, and a real
+two-process MultiWorkerMirroredStrategy cluster on localhost, against one device.
+
+Each run is its own process (``distributed_eval.py``): logical devices and clusters must be set
+before TensorFlow starts. 7 images in batches of 2 (the last batch short): the detections, their
+order and the image ids must be exactly one device's, and each batch must have run on the replica
+or worker it belongs to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).with_name("distributed_eval.py")
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _start(mode: str, weights: Path, out: Path, **env) -> subprocess.Popen:
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    environment.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), **env)
+    argv = [sys.executable, str(SCRIPT), mode, str(weights), str(out)]
+    return subprocess.Popen(
+        argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-4000:]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    root = tmp_path_factory.mktemp("single_eval")
+    _finish(_start("single", root / "w.weights.h5", root / "single.json"))
+    record = json.loads((root / "single.json").read_text())
+    assert record["predicted"] == [[0, 0], [1, 0], [2, 0], [3, 0]]
+    assert len(record["image_ids"]) == 7 and record["results"]
+    return root / "w.weights.h5", record
+
+
+def _assert_same_detections(got: dict, want: dict) -> None:
+    assert got["image_ids"] == want["image_ids"]
+    assert len(got["results"]) == len(want["results"])
+    for a, b in zip(got["results"], want["results"], strict=True):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3) and a["score"] == pytest.approx(
+            b["score"], abs=1e-5
+        )
+        assert a["segmentation"] == b["segmentation"]
+
+
+def test_mirrored_over_two_devices_splits_the_batches_and_gives_one_devices_detections(single, tmp_path):
+    weights, want = single
+    _finish(_start("mirrored", weights, tmp_path / "m.json"))
+    got = json.loads((tmp_path / "m.json").read_text())
+    assert got["replicas"] == 2
+    assert got["predicted"] == [[0, 0], [1, 1], [2, 0], [3, 1]]  # batch b on replica b % 2
+    _assert_same_detections(got, want)
+
+
+def test_two_workers_on_localhost_each_predict_their_batches_and_the_chief_gathers(single, tmp_path):
+    weights, want = single
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = [
+        _start(
+            "multi_worker",
+            weights,
+            tmp_path / "w.json",
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _finish(proc)
+    chief = json.loads((tmp_path / "w.json").read_text())
+    other = json.loads((tmp_path / "w.json.1").read_text())
+    assert (chief["worker"], other["worker"], chief["workers"]) == (0, 1, 2)
+    assert [i for i, _ in chief["predicted"]] == [0, 2] and [i for i, _ in other["predicted"]] == [1, 3]
+    assert "results" not in other  # only the chief holds the gathered detections
+    _assert_same_detections(chief, want)
