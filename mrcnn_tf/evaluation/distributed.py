@@ -60,7 +60,9 @@ def run_sharded(
             return {k: padded[ctx.replica_id_in_sync_group % replicas][1][k] for k in keys}
 
         inputs = strategy.experimental_distribute_values_from_function(value)
-        outputs = strategy.experimental_local_results(strategy.run(predict, args=(inputs,)))
+        # A plain function: strategy.run clones a tf.function with its input signature, which
+        # then refuses the per-replica values.
+        outputs = strategy.experimental_local_results(strategy.run(lambda x: predict(x), args=(inputs,)))
         for (index, batch), out in zip(group, outputs, strict=False):
             yield index, {k: v.numpy() for k, v in batch.items()}, {k: v.numpy() for k, v in out.items()}
 

@@ -113,7 +113,8 @@ class LoopCheckpoint(_LoopCallback):
 
 
 class CocoEvalCallback(_LoopCallback):
-    """COCO evaluation every ``every`` loops and after the last one (chief only).
+    """COCO evaluation every ``every`` loops and after the last one (on every worker: each
+    predicts its share of the images; only the chief scores, writes and logs).
 
     Writes ``<out_dir>/step_<N>/metrics.json`` and ``detections.json``, appends to
     ``<out_dir>/history.jsonl``, prints the COCO summary, and logs the AP values and
@@ -138,6 +139,7 @@ class CocoEvalCallback(_LoopCallback):
         self.log_dir = log_dir
         self.verbose = verbose
         self.history: list[dict] = []
+        self.last_step: int | None = None  # the step of the last evaluation run here
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -148,6 +150,9 @@ class CocoEvalCallback(_LoopCallback):
 
     def run(self, step: int) -> dict:
         result = self.evaluator.evaluate(self.model, self.out_dir / f"step_{step}", step=step)
+        self.last_step = step
+        if result.get("chief") is False:  # another worker gathered and scored these detections
+            return result
         record = {"step": step, **{t: result[t] for t in self.evaluator.iou_types}}
         self.history.append(record)
         with open(self.out_dir / "history.jsonl", "a", encoding="utf-8") as handle:

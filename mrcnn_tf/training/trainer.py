@@ -222,6 +222,7 @@ def _train(
     )
     callbacks: list = [guard, saver]
     evaluator_cb = None
+    log_dir = None
     if chief:
         log_dir = workdir / "logs" if importlib.util.find_spec("tensorboard") else None
         if log_dir is None:
@@ -232,25 +233,26 @@ def _train(
                     str(log_dir), settings.steps_per_loop, update_freq=settings.log_every, write_graph=False
                 )
             )
-        if val_data is not None:
-            evaluator = CocoEvaluator(
-                val_data,
-                pipeline,
-                mask_threshold=eval_settings.mask_threshold,
-                mask_paste=eval_settings.mask_paste,
-                max_images=eval_settings.max_images,
-                num_pictures=settings.num_pictures,
-            )
-            evaluator_cb = CocoEvalCallback(
-                evaluator,
-                settings.eval_every,
-                settings.num_loops,
-                workdir / "eval",
-                log_dir,
-                verbose=bool(verbose),
-                steps_per_loop=settings.steps_per_loop,
-            )
-            callbacks.append(evaluator_cb)
+    if val_data is not None:  # on every worker: each predicts its share, the chief scores and writes
+        evaluator = CocoEvaluator(
+            val_data,
+            pipeline,
+            mask_threshold=eval_settings.mask_threshold,
+            mask_paste=eval_settings.mask_paste,
+            max_images=eval_settings.max_images,
+            num_pictures=settings.num_pictures,
+            strategy=strategy,
+        )
+        evaluator_cb = CocoEvalCallback(
+            evaluator,
+            settings.eval_every,
+            settings.num_loops,
+            workdir / "eval",
+            log_dir,
+            verbose=bool(verbose) and chief,
+            steps_per_loop=settings.steps_per_loop,
+        )
+        callbacks.append(evaluator_cb)
     if verbose == "auto" and not sys.stdout.isatty():
         # Not a terminal (CI, nohup, | tee): plain lines instead of progress-bar frames.
         callbacks.append(LogLines(settings.log_every, settings.max_steps, settings.steps_per_loop))
@@ -279,13 +281,13 @@ def _train(
         )
     step = settings.max_steps
     metrics = None
+    if chief and not weights.is_file():  # resumed after the last loop: the saver did not run
+        model.save_weights(str(weights))
+    if evaluator_cb is not None and evaluator_cb.last_step is None:  # resumed after the last loop
+        evaluator_cb.set_model(model)
+        evaluator_cb.run(step)  # on every worker (each predicts its share)
     if chief:
-        if not weights.is_file():  # resumed after the last loop: the saver did not run
-            model.save_weights(str(weights))
         if evaluator_cb is not None:
-            if not evaluator_cb.history:  # resumed after the last loop: evaluate once now
-                evaluator_cb.set_model(model)
-                evaluator_cb.run(step)
             metrics = {k: v for k, v in evaluator_cb.history[-1].items() if k != "step"}
         run_files.write_state(workdir, finished=True, step=step, weights=str(weights), metrics=metrics)
     return {

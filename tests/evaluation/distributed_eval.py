@@ -58,17 +58,24 @@ def main(mode: str, weights: str, out: str) -> None:
     else:
         model.load_weights(weights)
     predicted = []  # (batch index, replica) of every batch this worker ran
-    original = distributed.run_sharded
+    original_fn, original_run = CocoEvaluator._predict_fn, distributed.run_sharded
+
+    def predict_fn(self, model):  # the evaluator's own tf.function (input signature and all), plus
+        fn = original_fn(self, model)  # the replica that ran it
+
+        @tf.function(input_signature=fn.input_signature)
+        def with_replica(inputs):
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            return {**fn(inputs), "replica": tf.fill([tf.shape(inputs["images"])[0]], replica)}
+
+        return with_replica
 
     def recording(strategy, batches, predict):
-        def on_replica(inputs):
-            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-            return {**predict(inputs), "replica": tf.fill([tf.shape(inputs["images"])[0]], replica)}
-
-        for index, batch, outputs in original(strategy, batches, on_replica):
+        for index, batch, outputs in original_run(strategy, batches, predict):
             predicted.append([index, int(outputs.pop("replica")[0])])
             yield index, batch, outputs
 
+    CocoEvaluator._predict_fn = predict_fn
     distributed.run_sharded = recording
     evaluator = CocoEvaluator(build_dataset(cfg, "val"), build_input_pipeline(cfg), strategy=strategy)
     results, image_ids, _ = evaluator.predict(model)

@@ -79,6 +79,8 @@ def test_mirrored_over_two_devices_equals_one_device(single, tmp_path):
     # the weights moved, and equally
     assert any(not np.allclose(v, 0) for k, v in single.items() if k.endswith("kernel"))
     _assert_same(single, mirrored)
+    metrics = json.loads((tmp_path / "run" / "eval" / "step_2" / "metrics.json").read_text())
+    assert metrics["num_images"] == 3  # evaluated on both replicas (tests/evaluation: how they split)
 
 
 @pytest.mark.slow
@@ -99,8 +101,11 @@ def test_two_worker_cluster_on_localhost_trains_identical_weights(single, tmp_pa
     w0, w1 = _weights(tmp_path / "w0.npz"), _weights(tmp_path / "w1.npz")
     _assert_same(w0, w1, rtol=0, atol=0)
     _assert_same(single, w0)
-    # only the chief wrote the run's files
+    # only the chief wrote the run's files; the final evaluation ran on both workers (a worker that
+    # skipped it would leave the chief waiting in the all-gather) and the chief scored 3 images
     assert (tmp_path / "run" / "model.weights.h5").is_file()
+    metrics = json.loads((tmp_path / "run" / "eval" / "step_2" / "metrics.json").read_text())
+    assert metrics["num_images"] == 3 and metrics["step"] == 2
 
 
 def test_the_multi_worker_shim_is_still_needed():
