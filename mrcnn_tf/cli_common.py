@@ -117,13 +117,17 @@ def model_category_map(weights: str | os.PathLike, dataset):
 
 
 def model_with_weights(
-    cfg: dict, weights: str | os.PathLike, num_classes: int | None = None
+    cfg: dict, weights: str | os.PathLike, num_classes: int | None = None, strategy=None
 ) -> tuple[Any, str]:
-    """The config's model, built, with ``weights`` loaded; returns ``(model, file loaded)``."""
+    """The config's model, built (under ``strategy``'s scope when given), with ``weights``
+    loaded; returns ``(model, file loaded)``."""
+    import contextlib
+
     from mrcnn_tf import build_model
     from mrcnn_tf.export.targets import for_this_machine
     from mrcnn_tf.training.workdir import load_weights
 
-    model = build_model(for_this_machine(cfg), num_classes=num_classes)
-    model.build()
-    return model, load_weights(model, weights)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_model(for_this_machine(cfg), num_classes=num_classes)
+        model.build()
+        return model, load_weights(model, weights)

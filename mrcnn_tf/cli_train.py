@@ -49,7 +49,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """COCO bbox and segm AP of trained weights on the config's validation set."""
     from mrcnn_tf.data.builder import build_dataset, build_input_pipeline
     from mrcnn_tf.evaluation.evaluator import CocoEvaluator
-    from mrcnn_tf.training.settings import EvalSettings
+    from mrcnn_tf.training.settings import EvalSettings, RuntimeSettings
+    from mrcnn_tf.training.strategy import build_strategy
     from registry.errors import UserError
 
     cfg = config_for(args.config, args.weights, config_overrides(args))
@@ -62,7 +63,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = EvalSettings.from_config(cfg)
     dataset = build_dataset(cfg, args.split)
     classes = model_category_map(args.weights, dataset)
-    model, loaded = model_with_weights(cfg, args.weights, num_classes=classes.num_classes)
+    # runtime.strategy: every replica (and, with multi_worker, every worker: run the same command
+    # on each with TF_CONFIG) predicts its share of the images; the chief scores and writes
+    strategy = build_strategy(RuntimeSettings.from_config(cfg).strategy)
+    model, loaded = model_with_weights(cfg, args.weights, num_classes=classes.num_classes, strategy=strategy)
     evaluator = CocoEvaluator(
         dataset,
         build_input_pipeline(cfg),
@@ -70,8 +74,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         max_images=args.max_images if args.max_images is not None else settings.max_images,
         category_map=classes,
         mask_paste=settings.mask_paste,
+        strategy=strategy,
     )
     result = evaluator.evaluate(model, out)
+    if result.get("chief") is False:
+        print(f"predicted this worker's share of {result['num_images']} images; the chief wrote the metrics")
+        return 0
     print(f"weights: {loaded}")
     print(f"{result['num_images']} images, {result['num_detections']} detections")
     print(result["summary"])

@@ -92,3 +92,57 @@ def test_two_workers_on_localhost_each_predict_their_batches_and_the_chief_gathe
     assert [i for i, _ in chief["predicted"]] == [0, 2] and [i for i, _ in other["predicted"]] == [1, 3]
     assert "results" not in other  # only the chief holds the gathered detections
     _assert_same_detections(chief, want)
+
+
+def test_mrcnn_tf_evaluate_on_two_workers_writes_one_devices_metrics(single, tmp_path):
+    """The same ``mrcnn-tf evaluate`` command on each worker (``runtime.strategy=multi_worker``,
+    ``TF_CONFIG``): the chief writes metrics equal to a one-device run's; the other writes nothing."""
+    import shutil
+
+    from training_fixtures import tiny_config
+
+    from registry.config import dump_config
+
+    weights, _ = single
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(weights, run / "model.weights.h5")
+    sys.path.insert(0, str(SCRIPT.parent))
+    from distributed_eval import SETTINGS
+
+    (run / "config.yaml").write_text(dump_config(tiny_config(*SETTINGS)))
+
+    def evaluate(out: Path, **env) -> subprocess.Popen:
+        environment = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+        environment.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), **env)
+        argv = [sys.executable, "-m", "mrcnn_tf.cli", "evaluate", "--weights", str(run), "--out", str(out)]
+        if env:
+            argv += ["--set", "runtime.strategy=multi_worker"]
+        return subprocess.Popen(
+            argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = [
+        evaluate(
+            tmp_path / f"w{i}",
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+        )
+        for i in range(2)
+    ]
+    procs.append(evaluate(tmp_path / "one"))
+    for proc in procs:
+        _finish(proc)
+    want = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    got = json.loads((tmp_path / "w0" / "metrics.json").read_text())
+    assert (
+        want["num_images"] == got["num_images"] == 7 and want["num_detections"] == got["num_detections"] > 0
+    )
+    for iou_type in ("bbox", "segm"):
+        assert got[iou_type] == pytest.approx(want[iou_type], abs=1e-6)
+    assert not (tmp_path / "w1").exists()  # the other worker wrote nothing
