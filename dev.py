@@ -5,6 +5,7 @@
     python3 dev.py test        # the default test suite (fast; what CI runs)
     python3 dev.py test-slow   # the slow tests
     python3 dev.py test-torch  # parity with torch/torchvision (creates .venv-torch for them)
+    python3 dev.py test-gpu    # the GPU tier and the GPU benchmark (on a machine with a GPU)
     python3 dev.py lint        # ruff check + ruff format --check
     python3 dev.py format      # ruff format + ruff check --fix
 
@@ -77,7 +78,7 @@ def ensure_torch_env() -> None:
 
 
 def main(argv: list[str]) -> int:
-    tasks = ("demo", "test", "test-slow", "test-torch", "lint", "format")
+    tasks = ("demo", "test", "test-slow", "test-torch", "test-gpu", "lint", "format")
     if not argv or argv[0] not in tasks:
         print(__doc__)
         return 2
@@ -93,6 +94,10 @@ def main(argv: list[str]) -> int:
         ensure_torch_env()
         os.environ["MRCNN_TF_TORCH_PYTHON"] = str(TORCH_PYTHON)
         return _run(PYTHON, "-m", "pytest", "-m", "torch", *rest)
+    if task == "test-gpu":  # the GPU tier, then the GPU benchmark (a lent device: see BENCHMARKS.md)
+        code = _run(PYTHON, "-m", "pytest", "-m", "gpu", "-rs", *rest)
+        bench = ROOT / "benchmarks" / "model_speed.py"
+        return code or _run(PYTHON, bench, "--gpu", "--repeat", "3", "--json", ROOT / "gpu_benchmark.json")
     if task == "lint":
         code = _run(PYTHON, "-m", "ruff", "check", ".")
         return code or _run(PYTHON, "-m", "ruff", "format", "--check", ".")

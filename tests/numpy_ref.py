@@ -183,3 +183,33 @@ def reference_crop(mask: np.ndarray, box, size: int) -> np.ndarray:
             c = min(max(int(np.floor(cx)), 0), mask.shape[1] - 1)
             out[i, j] = mask[r, c]
     return out
+
+
+def crop_and_resize_image_grad(d_crops, image_shape, boxes, box_indices):
+    """TensorFlow's bilinear crop_and_resize kernel's image gradient, written out in float64."""
+    grad = np.zeros(image_shape)
+    _, height, width, _ = image_shape
+    n_h, n_w = d_crops.shape[1:3]
+    for k, (y1, x1, y2, x2) in enumerate(boxes.astype(np.float64)):
+        for i in range(n_h):
+            y = y1 * (height - 1) + i * (y2 - y1) * (height - 1) / (n_h - 1)
+            if not 0 <= y <= height - 1:
+                continue
+            for j in range(n_w):
+                x = x1 * (width - 1) + j * (x2 - x1) * (width - 1) / (n_w - 1)
+                if not 0 <= x <= width - 1:
+                    continue
+                top, left, bottom, right = (
+                    int(np.floor(y)),
+                    int(np.floor(x)),
+                    int(np.ceil(y)),
+                    int(np.ceil(x)),
+                )
+                fy, fx = y - top, x - left
+                g = d_crops[k, i, j].astype(np.float64)
+                b = box_indices[k]
+                grad[b, top, left] += (1 - fy) * (1 - fx) * g
+                grad[b, top, right] += (1 - fy) * fx * g
+                grad[b, bottom, left] += fy * (1 - fx) * g
+                grad[b, bottom, right] += fy * fx * g
+    return grad

@@ -101,36 +101,6 @@ def test_gradients_reach_the_features():
     assert grad.sum() == pytest.approx(4.0, abs=1e-5)  # four bins, each an average summing to 1
 
 
-def _crop_and_resize_image_grad_float64(d_crops, image_shape, boxes, box_indices):
-    """TensorFlow's bilinear crop_and_resize kernel's image gradient, written out in float64."""
-    grad = np.zeros(image_shape)
-    _, height, width, _ = image_shape
-    n_h, n_w = d_crops.shape[1:3]
-    for k, (y1, x1, y2, x2) in enumerate(boxes.astype(np.float64)):
-        for i in range(n_h):
-            y = y1 * (height - 1) + i * (y2 - y1) * (height - 1) / (n_h - 1)
-            if not 0 <= y <= height - 1:
-                continue
-            for j in range(n_w):
-                x = x1 * (width - 1) + j * (x2 - x1) * (width - 1) / (n_w - 1)
-                if not 0 <= x <= width - 1:
-                    continue
-                top, left, bottom, right = (
-                    int(np.floor(y)),
-                    int(np.floor(x)),
-                    int(np.ceil(y)),
-                    int(np.ceil(x)),
-                )
-                fy, fx = y - top, x - left
-                g = d_crops[k, i, j].astype(np.float64)
-                b = box_indices[k]
-                grad[b, top, left] += (1 - fy) * (1 - fx) * g
-                grad[b, top, right] += (1 - fy) * fx * g
-                grad[b, bottom, left] += fy * (1 - fx) * g
-                grad[b, bottom, right] += fy * fx * g
-    return grad
-
-
 def test_crop_and_resize_gradient_to_the_map_is_exact_on_every_call():
     # TensorFlow's own CPU kernel for this gradient loses updates between threads (1.6-6 %
     # error, different each call, with 2 threads); ours must match float64 every time.
@@ -154,7 +124,7 @@ def test_crop_and_resize_gradient_to_the_map_is_exact_on_every_call():
     # reference on the padded map (crop_and_resize_samples pads one edge-replicated pixel,
     # whose gradient folds back onto the border), the boxes normalised as the function does
     norm = np.stack([(ys[:, 0] + 1) / 15, (xs[:, 0] + 1) / 15, (ys[:, -1] + 1) / 15, (xs[:, -1] + 1) / 15], 1)
-    padded = _crop_and_resize_image_grad_float64(d_samples, (2, 16, 16, 8), norm, box_indices)
+    padded = numpy_ref.crop_and_resize_image_grad(d_samples, (2, 16, 16, 8), norm, box_indices)
     expected = padded[:, 1:-1, 1:-1].copy()
     expected[:, 0] += padded[:, 0, 1:-1]
     expected[:, -1] += padded[:, -1, 1:-1]
