@@ -57,9 +57,15 @@ def apply_target(cfg: Mapping[str, Any], target: str) -> dict:
 
 
 def for_this_machine(cfg: Mapping[str, Any]) -> dict:
-    """``cfg`` for an in-process run here: the ``gpu`` target when a GPU is visible, else as is."""
+    """``cfg`` for an in-process run here: the ``gpu`` target when a GPU is visible, else as is.
+
+    A run that compiles its training step with XLA (``train.jit_compile``) keeps its RoIAlign
+    backend (``gather``: ``crop_and_resize`` has no XLA kernel) and only gets direct convolutions.
+    """
     import tensorflow as tf
 
-    if tf.config.list_logical_devices("GPU"):
-        return apply_target(cfg, "gpu")
-    return dict(cfg)
+    if not tf.config.list_logical_devices("GPU"):
+        return dict(cfg)
+    if ((cfg.get("train") or {}).get("jit_compile")) is True:
+        return apply_target(cfg, "any")
+    return apply_target(cfg, "gpu")

@@ -68,3 +68,25 @@ def test_targets_set_direct_convolutions_and_the_gpu_roi_align(target):
     build_model(out).build()  # still a valid model config
     with pytest.raises(ValueError, match="target must be one of"):
         apply_target(cfg, "tpu")
+
+
+def test_on_a_gpu_machine_an_xla_run_keeps_its_gather_roi_align(monkeypatch):
+    """In-process runs on a GPU machine get the gpu target (crop_and_resize RoIAlign), except a
+    run that compiles its training step with XLA: crop_and_resize has no XLA kernel."""
+    from mrcnn_tf.export.targets import for_this_machine
+
+    real = tf.config.list_logical_devices
+    gpu = tf.config.LogicalDevice(name="/device:GPU:0", device_type="GPU")
+    monkeypatch.setattr(
+        tf.config,
+        "list_logical_devices",
+        lambda kind=None: [*real(kind), gpu] if kind in (None, "GPU") else real(kind),
+    )
+    aligners = ("model.box_roi_aligner.backend=gather", "model.mask_roi_aligner.backend=gather")
+    plain = for_this_machine(tiny_config(*aligners))
+    assert plain["model"]["box_roi_aligner"]["backend"] == "crop_and_resize"
+    xla = for_this_machine(tiny_config(*aligners, "train.jit_compile=true", "model.mask_slots=all"))
+    assert (
+        xla["model"]["box_roi_aligner"]["backend"] == xla["model"]["mask_roi_aligner"]["backend"] == "gather"
+    )
+    assert xla["model"]["neck"]["conv_algorithm"] == "direct"
