@@ -112,12 +112,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     category_map = category_map_for(cfg, args.weights)
     labels = category_map.to_json()
     cfg = apply_target(cfg, args.target)  # the graph depends on --target, not on this machine
-    model = build_model(cfg, num_classes=category_map.num_classes)
-    model.build()
-    loaded = load_weights(model, args.weights)
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(args.precision)  # layers keep the policy they were built with
+    try:
+        model = build_model(cfg, num_classes=category_map.num_classes)
+        model.build()
+        loaded = load_weights(model, args.weights)  # float32 variables under every policy
+    finally:
+        keras.config.set_dtype_policy(before)
     preprocess = Preprocessing.from_pipeline(build_input_pipeline(cfg))
     export_saved_model(
-        model, target, preprocess, labels, paste_masks=args.paste_masks, config=cfg, target=args.target
+        model,
+        target,
+        preprocess,
+        labels,
+        paste_masks=args.paste_masks,
+        config=cfg,
+        target=args.target,
+        precision=args.precision,
     )
     print(f"weights: {loaded}")
     print(f"wrote {target} (signatures serving_default, serving_bytes; assets/label_map.json)")
@@ -140,8 +154,10 @@ def _export_litert(cfg: dict, args: argparse.Namespace) -> int:
         raise UserError(
             f"--out {out}: exists and is not an empty folder; choose a new one (nothing was written)"
         )
-    if args.paste_masks or args.version is not None or args.target != "any":
-        raise UserError("--paste-masks, --version and --target are options of the SavedModel export")
+    if args.paste_masks or args.version is not None or args.target != "any" or args.precision != "float32":
+        raise UserError(
+            "--paste-masks, --version, --target and --precision are options of the SavedModel export"
+        )
     category_map = category_map_for(cfg, args.weights)
     cfg = apply_target(cfg, LITERT)
     size = args.image_size
@@ -274,6 +290,13 @@ def add_train_commands(sub, common, overrides, parser_class, with_framework) -> 
         default="any",
         help="where the SavedModel will run (default: %(default)s: right on CPU and GPU servers; gpu: "
         "crop_and_resize RoIAlign); never decided by this machine's devices",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        default="float32",
+        help="SavedModel: compute in float16 (GPUs) or bfloat16 (GPUs, CPUs with AVX-512 BF16/AMX); "
+        "variables and outputs stay float32 (default: %(default)s)",
     )
     p.add_argument(
         "--format",

@@ -176,6 +176,7 @@ def export_saved_model(
     paste_masks: bool = False,
     config: dict | None = None,
     target: str = "any",
+    precision: str = "float32",
 ) -> Path:
     """Write the SavedModel to ``out_dir`` (which must not exist); returns it.
 
@@ -188,6 +189,8 @@ def export_saved_model(
         target: the ``--target`` it was built for (:mod:`mrcnn_tf.export.targets`), written with
             the TensorFlow/Keras versions as ``assets/export.json``.
         paste_masks: add ``detection_masks_image`` to ``serving_default``.
+        precision: the dtype policy ``model`` was built under (``mixed_float16``/``mixed_bfloat16``
+            for ``--target gpu``), recorded in ``assets/export.json``; outputs stay float32.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -205,7 +208,12 @@ def export_saved_model(
         from registry.config import dump_config
 
         (assets / "config.yaml").write_text(dump_config(config), encoding="utf-8")
-    record = {"target": target, "tensorflow": tf.__version__, "keras": keras.__version__}
+    record = {
+        "target": target,
+        "precision": precision,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
     record["paste_masks"] = bool(paste_masks)
     (assets / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return out_dir

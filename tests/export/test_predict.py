@@ -157,3 +157,39 @@ def test_predict_reports_a_missing_path_and_a_missing_saved_model(tmp_path, caps
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     assert main(["predict", str(tmp_path / "a.png"), "--saved-model", str(tmp_path), "--out", "o"]) == 2
     assert "no saved_model.pb" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_in_mixed_bfloat16_computes_in_bfloat16_and_answers_in_float32(setup, tmp_path):
+    """``export --precision mixed_bfloat16``: the graph's convolutions run in bfloat16, outputs are
+    float32, and the detections are the float32 export's within bfloat16's precision."""
+    run, base, images = setup
+    out = tmp_path / "bf16"
+    assert main(["export", "--weights", str(run), "--out", str(out), "--precision", "mixed_bfloat16"]) == 0
+    assert json.loads((out / "1" / "assets" / "export.json").read_text())["precision"] == "mixed_bfloat16"
+    loaded = tf.saved_model.load(str(out / "1"))
+    fn = loaded.signatures["serving_default"]
+    graph = fn.graph.as_graph_def()
+    convs = [n for f in graph.library.function for n in f.node_def if n.op == "Conv2D"]
+    assert convs and all(n.attr["T"].type == tf.bfloat16.as_datatype_enum for n in convs)
+    image = tf.constant(np.asarray(Image.open(images / "wide.png"))[None])
+    got = {k: v.numpy() for k, v in fn(images=image).items()}
+    assert {k: str(v.dtype) for k, v in got.items()} == {
+        "detection_boxes": "float32",
+        "detection_scores": "float32",
+        "detection_classes": "int32",
+        "num_detections": "int32",
+        "detection_masks": "float32",
+    }
+    want = {
+        k: v.numpy()
+        for k, v in tf.saved_model.load(str(base / "1")).signatures["serving_default"](images=image).items()
+    }
+    n = int(want["num_detections"][0])
+    assert n > 0 and int(got["num_detections"][0]) == n  # score threshold 0: every slot
+    # bfloat16 keeps 8 bits of mantissa: the scores agree to ~1e-2 (compared sorted: near-ties
+    # of random weights may swap places)
+    np.testing.assert_allclose(
+        np.sort(got["detection_scores"][0]), np.sort(want["detection_scores"][0]), atol=3e-2
+    )
+    assert not np.array_equal(got["detection_scores"], want["detection_scores"])  # it did compute in bf16
