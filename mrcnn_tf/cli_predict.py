@@ -35,6 +35,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     image_ids = image_ids_from_coco(args.image_ids) if args.image_ids else None
     assign_image_ids(images, image_ids)  # a file name missing from --image-ids: before any work
     check_outputs(images, out, overwrite=args.overwrite)  # outputs never replace inputs
+    shard, gather = (0, 1), None
+    if args.strategy == "multi_worker":  # the same command on each worker (TF_CONFIG); the
+        # collectives must be set up before TensorFlow runs anything (loading the model)
+        from mrcnn_tf.evaluation.distributed import all_gather_json, worker_index_and_count
+        from mrcnn_tf.training.strategy import build_strategy
+
+        strategy = build_strategy("multi_worker")
+        shard = worker_index_and_count(strategy)
+        gather = lambda done: all_gather_json(strategy, done)  # noqa: E731
     paste = {}
     if args.saved_model:
         from mrcnn_tf.export import litert
@@ -46,7 +55,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         predictor, settings = _predictor_from_config(args)
         paste = {"mask_threshold": settings.mask_threshold, "mask_paste": settings.mask_paste}
-    print(f"predicting {len(images)} image{'s' if len(images) != 1 else ''} with {predictor.source}")
+    k, n = shard
+    share = f" (worker {k} of {n}: images {k + 1}, {k + n + 1}, ...)" if n > 1 else ""
+    print(f"predicting {len(images)} image{'s' if len(images) != 1 else ''}{share} with {predictor.source}")
     summary = predict_images(
         predictor,
         images,
@@ -54,10 +65,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         score_threshold=args.score_threshold,
         image_ids=image_ids,
         progress=not args.quiet,
+        shard=shard,
+        gather=gather,
         **paste,
     )
     for path, reason in summary["skipped"]:
         print(f"skipped {path}: {reason}")
+    if shard[0] != 0:
+        print(f"drew this worker's share of the pictures in {out}; the chief wrote predictions.json")
+        return 1 if summary["skipped"] else 0
     print(
         f"{summary['images']} images, {summary['detections']} detections with score >= "
         f"{args.score_threshold}: pictures and predictions.json (COCO results; images.json lists "
@@ -105,5 +121,12 @@ def add_predict_command(sub, common, overrides, with_framework) -> None:
     )
     p.add_argument("--image-ids", help="a COCO file whose image ids to use (matched by file name)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier predictions.json in --out")
+    p.add_argument(
+        "--strategy",
+        choices=("default", "multi_worker"),
+        default="default",
+        help="multi_worker: run the same command on each worker (TF_CONFIG, e.g. one per GPU); each "
+        "predicts and draws its share of the images, the chief writes predictions.json",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=with_framework(cmd_predict))

@@ -291,6 +291,8 @@ def predict_images(
     mask_threshold: float = 0.5,
     progress: bool = True,
     mask_paste: str = "detectron2",
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[list], list] | None = None,
 ) -> dict:
     """Predict every image; write PNG pictures, ``predictions.json`` and ``images.json``.
 
@@ -304,57 +306,82 @@ def predict_images(
         mask_threshold: pasted masks are binarised at ``>=`` this.
         mask_paste: the paste rule (``evaluation.mask_paste`` of the config).
         progress: show a progress bar.
+        shard: ``(k, n)``: predict only the images ``i`` with ``i % n == k`` (one of ``n``
+            workers; pictures are written by the worker that predicts them).
+        gather: with ``shard``, a collective that returns every worker's list (in worker order)
+            given this worker's (:func:`mrcnn_tf.evaluation.distributed.all_gather_json`); the
+            JSON files are written where ``shard[0] == 0`` (the chief), in image order.
 
     Returns:
-        ``{"images": n, "detections": d, "skipped": [(path, reason), ...]}``.
+        ``{"images": n, "detections": d, "skipped": [(path, reason), ...]}`` (over all workers).
 
     Raises:
         UserError: an image missing from ``image_ids``.
     """
     import keras
-    from PIL import Image
-
-    from mrcnn_tf.evaluation.coco_metrics import detections_to_coco
 
     out = Path(out_dir)
     assigned = assign_image_ids(images, image_ids)  # every id before any work
     out.mkdir(parents=True, exist_ok=True)
-    to_dataset = [0, *predictor.dataset_ids] if predictor.dataset_ids else None
-    results, coco_images, skipped = [], [], []
-    bar = keras.utils.Progbar(len(images), unit_name="image") if progress else None
-    for image_id, (path, name) in zip(assigned, images, strict=True):
-        try:
-            image = read_image(path)
-            outputs = _threshold(predictor(image), score_threshold)
-        except Exception as exc:  # noqa: BLE001 - one bad image is reported and skipped, not fatal
-            reason = (
-                str(exc)
-                if isinstance(exc, UserError)
-                else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            )
-            skipped.append((str(path), reason))
-            if bar is not None:
-                bar.add(1)
-            continue
-        height, width = image.shape[:2]
-        picture, segmentations = _draw_and_encode(image, outputs, predictor.name, mask_threshold, mask_paste)
-        target = out / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(picture).save(target)
-        batch = {"image_id": [image_id], "original_size": [[height, width]], "image_scale": [[1.0, 1.0]]}
-        ids = to_dataset or list(range(int(outputs["classes"].max(initial=0)) + 1))
-        detections = detections_to_coco({k: v for k, v in outputs.items() if k != "masks"}, batch, ids)
-        if segmentations:  # the masks pasted for the picture, encoded once
-            for detection, segmentation in zip(detections, segmentations, strict=True):
-                detection["segmentation"] = segmentation
-        results.extend(detections)
-        coco_images.append({"id": image_id, "file_name": str(path), "height": height, "width": width})
+    index, count = shard
+    mine = [i for i in range(len(images)) if i % count == index]
+    bar = keras.utils.Progbar(len(mine), unit_name="image") if progress else None
+    done = []  # [image index, COCO results, COCO image entry or None, skip reason or None]
+    for i in mine:
+        done.append(
+            [
+                i,
+                *_predict_one(
+                    predictor, images[i], assigned[i], out, score_threshold, mask_threshold, mask_paste
+                ),
+            ]
+        )
         if bar is not None:
             bar.add(1)
-    categories = predictor.categories() or [
-        {"id": k, "name": f"class {k}"} for k in sorted({r["category_id"] for r in results})
-    ]
-    (out / "predictions.json").write_text(json.dumps(results) + "\n", encoding="utf-8")
-    listing = {"images": coco_images, "categories": categories, "annotations": []}
-    (out / "images.json").write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
+    if gather is not None:
+        done = sorted((entry for part in gather(done) for entry in part), key=lambda entry: entry[0])
+    results = [r for _, found, _, _ in done for r in found]
+    coco_images = [entry for _, _, entry, _ in done if entry is not None]
+    skipped = [(str(images[i][0]), reason) for i, _, _, reason in done if reason is not None]
+    if index == 0:
+        categories = predictor.categories() or [
+            {"id": k, "name": f"class {k}"} for k in sorted({r["category_id"] for r in results})
+        ]
+        (out / "predictions.json").write_text(json.dumps(results) + "\n", encoding="utf-8")
+        listing = {"images": coco_images, "categories": categories, "annotations": []}
+        (out / "images.json").write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
     return {"images": len(coco_images), "detections": len(results), "skipped": skipped}
+
+
+def _predict_one(predictor, image_file, image_id, out, score_threshold, mask_threshold, mask_paste):
+    """One image: its picture written; ``(COCO results, COCO image entry, None)``, or ``([], None,
+    reason)`` when it cannot be read or predicted."""
+    from PIL import Image
+
+    from mrcnn_tf.evaluation.coco_metrics import detections_to_coco
+
+    path, name = image_file
+    try:
+        image = read_image(path)
+        outputs = _threshold(predictor(image), score_threshold)
+    except Exception as exc:  # noqa: BLE001 - one bad image is reported and skipped, not fatal
+        reason = (
+            str(exc)
+            if isinstance(exc, UserError)
+            else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        )
+        return [], None, reason
+    height, width = image.shape[:2]
+    picture, segmentations = _draw_and_encode(image, outputs, predictor.name, mask_threshold, mask_paste)
+    target = out / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture).save(target)
+    batch = {"image_id": [image_id], "original_size": [[height, width]], "image_scale": [[1.0, 1.0]]}
+    to_dataset = [0, *predictor.dataset_ids] if predictor.dataset_ids else None
+    ids = to_dataset or list(range(int(outputs["classes"].max(initial=0)) + 1))
+    detections = detections_to_coco({k: v for k, v in outputs.items() if k != "masks"}, batch, ids)
+    if segmentations:  # the masks pasted for the picture, encoded once
+        for detection, segmentation in zip(detections, segmentations, strict=True):
+            detection["segmentation"] = segmentation
+    entry = {"id": image_id, "file_name": str(path), "height": height, "width": width}
+    return detections, entry, None

@@ -193,3 +193,56 @@ def test_export_in_mixed_bfloat16_computes_in_bfloat16_and_answers_in_float32(se
         np.sort(got["detection_scores"][0]), np.sort(want["detection_scores"][0]), atol=3e-2
     )
     assert not np.array_equal(got["detection_scores"], want["detection_scores"])  # it did compute in bf16
+
+
+@pytest.mark.slow
+def test_predict_on_two_workers_gives_one_devices_predictions(setup, tmp_path):
+    """The same ``predict --strategy multi_worker`` command on two localhost workers sharing one
+    --out (a shared filesystem): each draws its share of the pictures, the chief writes
+    predictions.json and images.json equal to a one-process run's (same order); the unreadable
+    image is reported by both."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    _, base, images = setup
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+
+    def predict(out, extra=(), **env):
+        environment = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+        environment.update(TF_CPP_MIN_LOG_LEVEL="3", **env)
+        argv = [sys.executable, "-m", "mrcnn_tf.cli", "predict", str(images), "--saved-model", str(base)]
+        argv += ["--out", str(out), "--score-threshold", "0", "--quiet", *extra]
+        return subprocess.Popen(
+            argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    procs = [
+        predict(
+            tmp_path / "shared",
+            ["--strategy", "multi_worker"],
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+        )
+        for i in range(2)
+    ]
+    procs.append(predict(tmp_path / "one"))
+    outputs = []
+    for proc in procs:
+        output, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 1, output[-3000:]  # broken.png is skipped: exit status 1
+        assert "broken.png" in output
+        outputs.append(output)
+    assert "worker 1 of 2: images 2, 4, ..." in outputs[1]
+    for name in ("predictions.json", "images.json"):
+        assert (tmp_path / "shared" / name).read_text() == (tmp_path / "one" / name).read_text(), name
+    pictures = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
+    assert pictures == sorted(
+        p.relative_to(tmp_path / "shared") for p in (tmp_path / "shared").rglob("*.png")
+    )
+    assert len(pictures) == 2 and json.loads((tmp_path / "one" / "predictions.json").read_text())
