@@ -84,13 +84,13 @@ def test_model_speed_runs_inference_training_and_export_cases(tmp_path):
         assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"] and r["peak_rss_mb"] > 100
     assert results[0]["num_detections"] == results[2]["num_detections"] == 100  # threshold 0: every slot
     assert results[1]["images"] == [1, 64, 64, 3]  # train_<size>_b<batch>
-    # --gpu's variants, here on CPU: XLA (static shapes, gather RoIAlign) and mixed precision
+    # --gpu's variants, here on CPU: XLA (static shapes, gather RoIAlign) and mixed precision, on
+    # inference only (an XLA training step is compiled by the trainer's own XLA test)
     record = tmp_path / "xla.json"
     args = ["--config", "mask_rcnn_r18_fpn_synthetic", "--repeat", "1", "--xla", "--precision", "bfloat16"]
-    run("model_speed.py", *args, "--cases", "keras_64", "train_64_b2", "--json", str(record), *sets)
+    run("model_speed.py", *args, "--cases", "keras_64", "--json", str(record), *sets)
     results = json.loads(record.read_text())["results"]
-    assert [(r["precision"], r["xla"]) for r in results] == [("bfloat16", True)] * 2
-    assert results[0]["num_detections"] == 100 and results[1]["images"][0] == 2
+    assert [(r["precision"], r["xla"], r["num_detections"]) for r in results] == [("bfloat16", True, 100)]
 
 
 def test_profile_inference_times_every_stage():

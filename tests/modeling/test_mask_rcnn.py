@@ -91,25 +91,6 @@ def test_frozen_parts_are_not_trainable_and_do_not_change_in_fit():
     assert history.history["loss"][0] > 0.0
 
 
-@pytest.mark.slow  # default CI stays under ~12 min on 2 cores
-def test_gather_backend_training_step_compiles_with_xla():
-    gather = [
-        "model.box_roi_aligner.backend=gather",
-        "model.mask_roi_aligner.backend=gather",
-        "model.mask_slots=all",
-    ]
-    model = build("mask_rcnn_r18_fpn_synthetic.yaml", *gather)
-    x = batch()
-
-    @tf.function(jit_compile=True)
-    def step(inputs):
-        total, _, grads = losses_and_grads(model, inputs)
-        return total, tf.add_n([tf.reduce_sum(tf.abs(g)) for g in grads])
-
-    total, grad_norm = step(x)
-    assert np.isfinite(float(total)) and float(grad_norm) > 0.0
-
-
 GATHER = ["model.box_roi_aligner.backend=gather", "model.mask_roi_aligner.backend=gather"]
 
 
