@@ -45,3 +45,63 @@ def tiny_config(*extra: str) -> dict:
     from mrcnn_tf.config import load_config
 
     return load_config(CONFIG, [*TINY, *extra])
+
+
+#: The distributed evaluation tests' run: 7 validation images in batches of 2 (4 batches, the last
+#: one short), every detection slot kept.
+DISTRIBUTED_EVAL = (
+    "model.detection_generator.score_threshold=0.0",
+    "data.val.num_images=7",
+    "data.pipeline.batch_size=2",
+)
+
+#: The overrides an XLA-compiled training step needs (static shapes, gather RoIAlign).
+XLA_TRAINING = [
+    "train.jit_compile=true",
+    "model.box_roi_aligner.backend=gather",
+    "model.mask_roi_aligner.backend=gather",
+    "model.detection_generator.nms_backend=padded",
+    "model.mask_slots=all",
+]
+
+
+def child_env(**extra: str) -> dict:
+    """The environment of a child process: this one's, quiet TensorFlow, no inherited ``TF_CONFIG``."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", **extra)
+    return env
+
+
+def worker_envs(n: int, **extra: str) -> list[dict]:
+    """:func:`child_env` for each worker of an ``n``-worker cluster on free localhost ports."""
+    import json
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]  # all bound at once: n different ports
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    return [
+        child_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}), **extra)
+        for i in range(n)
+    ]
+
+
+def strategy_for(mode: str):
+    """The strategy of a child process's run: ``single`` (one device), ``mirrored`` (the CPU split
+    into two logical devices; call before TensorFlow runs anything) or ``multi_worker``
+    (``TF_CONFIG``)."""
+    import tensorflow as tf
+
+    from mrcnn_tf.training.strategy import build_strategy
+
+    if mode == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    return build_strategy({"single": "default", "multi_worker": "multi_worker"}[mode])

@@ -18,37 +18,24 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-#: 7 validation images in batches of 2: 4 batches, the last one short.
-SETTINGS = (
-    "model.detection_generator.score_threshold=0.0",
-    "data.val.num_images=7",
-    "data.pipeline.batch_size=2",
-)
 
 
 def main(mode: str, weights: str, out: str) -> None:
+    fixtures_file = Path(__file__).parents[1] / "training_fixtures.py"
+    spec = importlib.util.spec_from_file_location("fixtures", fixtures_file)
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    strategy = fixtures.strategy_for(mode)  # first: logical devices before TensorFlow starts
     import keras
     import tensorflow as tf
 
-    if mode == "mirrored":
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from mrcnn_tf import build_model
     from mrcnn_tf.data.builder import build_dataset, build_input_pipeline
     from mrcnn_tf.evaluation import distributed
     from mrcnn_tf.evaluation.evaluator import CocoEvaluator
-    from mrcnn_tf.training.strategy import build_strategy, is_chief
+    from mrcnn_tf.training.strategy import is_chief
 
-    if mode == "mirrored":
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    else:
-        strategy = build_strategy({"single": "default", "multi_worker": "multi_worker"}[mode])
-    spec = importlib.util.spec_from_file_location(
-        "fixtures", Path(__file__).parent.parent / "training_fixtures.py"
-    )
-    fixtures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixtures)
-    cfg = fixtures.tiny_config(*SETTINGS)
+    cfg = fixtures.tiny_config(*fixtures.DISTRIBUTED_EVAL)
     keras.utils.set_random_seed(7)
     with strategy.scope():
         model = build_model(cfg)

@@ -10,26 +10,22 @@ or worker it belongs to.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from training_fixtures import DISTRIBUTED_EVAL, child_env, tiny_config, worker_envs
 
 SCRIPT = Path(__file__).with_name("distributed_eval.py")
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def _start(mode: str, weights: Path, out: Path, **env) -> subprocess.Popen:
-    environment = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    environment.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), **env)
+def _start(mode: str, weights: Path, out: Path, env: dict | None = None) -> subprocess.Popen:
     argv = [sys.executable, str(SCRIPT), mode, str(weights), str(out)]
-    return subprocess.Popen(
-        argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    env = env or child_env(PYTHONPATH=str(ROOT))
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(proc: subprocess.Popen) -> None:
@@ -69,20 +65,9 @@ def test_mirrored_over_two_devices_splits_the_batches_and_gives_one_devices_dete
 
 def test_two_workers_on_localhost_each_predict_their_batches_and_the_chief_gathers(single, tmp_path):
     weights, want = single
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("localhost", 0))
-            ports.append(s.getsockname()[1])
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = [
-        _start(
-            "multi_worker",
-            weights,
-            tmp_path / "w.json",
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-        )
-        for i in range(2)
+        _start("multi_worker", weights, tmp_path / "w.json", env)
+        for env in worker_envs(2, PYTHONPATH=str(ROOT))
     ]
     for proc in procs:
         _finish(proc)
@@ -99,42 +84,22 @@ def test_mrcnn_tf_evaluate_on_two_workers_writes_one_devices_metrics(single, tmp
     ``TF_CONFIG``): the chief writes metrics equal to a one-device run's; the other writes nothing."""
     import shutil
 
-    from training_fixtures import tiny_config
-
     from registry.config import dump_config
 
     weights, _ = single
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(weights, run / "model.weights.h5")
-    sys.path.insert(0, str(SCRIPT.parent))
-    from distributed_eval import SETTINGS
+    (run / "config.yaml").write_text(dump_config(tiny_config(*DISTRIBUTED_EVAL)))
 
-    (run / "config.yaml").write_text(dump_config(tiny_config(*SETTINGS)))
-
-    def evaluate(out: Path, **env) -> subprocess.Popen:
-        environment = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-        environment.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), **env)
+    def evaluate(out: Path, env: dict | None = None) -> subprocess.Popen:
         argv = [sys.executable, "-m", "mrcnn_tf.cli", "evaluate", "--weights", str(run), "--out", str(out)]
-        if env:
+        if env is not None:
             argv += ["--set", "runtime.strategy=multi_worker"]
-        return subprocess.Popen(
-            argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        env = env or child_env(PYTHONPATH=str(ROOT))
+        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("localhost", 0))
-            ports.append(s.getsockname()[1])
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    procs = [
-        evaluate(
-            tmp_path / f"w{i}",
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-        )
-        for i in range(2)
-    ]
+    procs = [evaluate(tmp_path / f"w{i}", env) for i, env in enumerate(worker_envs(2, PYTHONPATH=str(ROOT)))]
     procs.append(evaluate(tmp_path / "one"))
     for proc in procs:
         _finish(proc)

@@ -201,37 +201,20 @@ def test_predict_on_two_workers_gives_one_devices_predictions(setup, tmp_path):
     --out (a shared filesystem): each draws its share of the pictures, the chief writes
     predictions.json and images.json equal to a one-process run's (same order); the unreadable
     image is reported by both."""
-    import os
-    import socket
     import subprocess
     import sys
 
-    _, base, images = setup
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("localhost", 0))
-            ports.append(s.getsockname()[1])
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    from training_fixtures import child_env, worker_envs
 
-    def predict(out, extra=(), **env):
-        environment = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-        environment.update(TF_CPP_MIN_LOG_LEVEL="3", **env)
+    _, base, images = setup
+
+    def predict(out, env, extra=()):
         argv = [sys.executable, "-m", "mrcnn_tf.cli", "predict", str(images), "--saved-model", str(base)]
         argv += ["--out", str(out), "--score-threshold", "0", "--quiet", *extra]
-        return subprocess.Popen(
-            argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
-    procs = [
-        predict(
-            tmp_path / "shared",
-            ["--strategy", "multi_worker"],
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-        )
-        for i in range(2)
-    ]
-    procs.append(predict(tmp_path / "one"))
+    procs = [predict(tmp_path / "shared", env, ["--strategy", "multi_worker"]) for env in worker_envs(2)]
+    procs.append(predict(tmp_path / "one", child_env()))
     outputs = []
     for proc in procs:
         output, _ = proc.communicate(timeout=600)

@@ -11,7 +11,7 @@ import numpy as np
 import numpy_ref
 import pytest
 import tensorflow as tf
-from training_fixtures import tiny_config
+from training_fixtures import XLA_TRAINING, tiny_config
 
 pytestmark = [
     pytest.mark.gpu,
@@ -67,16 +67,7 @@ def test_tensorflows_own_crop_and_resize_image_gradient_on_the_gpu_is_exact():
     "extra",
     [
         pytest.param(["train.mixed_precision=mixed_float16"], id="mixed_float16"),
-        pytest.param(
-            [
-                "train.jit_compile=true",
-                "model.box_roi_aligner.backend=gather",
-                "model.mask_roi_aligner.backend=gather",
-                "model.detection_generator.nms_backend=padded",
-                "model.mask_slots=all",
-            ],
-            id="xla",
-        ),
+        pytest.param(XLA_TRAINING, id="xla"),
     ],
 )
 def test_training_steps_on_the_gpu_change_every_weight_with_finite_losses(tmp_path, extra):

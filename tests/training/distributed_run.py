@@ -19,23 +19,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def main(mode: str, workdir: str, out: str) -> None:
     import numpy as np
-    import tensorflow as tf
 
-    if mode == "mirrored":
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from mrcnn_tf.training.strategy import build_strategy
-    from mrcnn_tf.training.trainer import train
-
-    if mode == "mirrored":
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    else:
-        strategy = build_strategy({"single": "default", "multi_worker": "multi_worker"}[mode])
-    spec = importlib.util.spec_from_file_location(
-        "fixtures", Path(__file__).parent.parent / "training_fixtures.py"
-    )
+    fixtures_file = Path(__file__).parents[1] / "training_fixtures.py"
+    spec = importlib.util.spec_from_file_location("fixtures", fixtures_file)
     fixtures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixtures)
+    strategy = fixtures.strategy_for(mode)  # first: logical devices before TensorFlow starts
+    from mrcnn_tf.training.trainer import train
+
     cfg = fixtures.tiny_config(
         "data.val.num_images=3",  # the final evaluation runs on every replica and worker
         "model.backbone.norm=sync_bn",

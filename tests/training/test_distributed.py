@@ -9,28 +9,21 @@ global over replicas, so the split of the batch does not change the update.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from training_fixtures import child_env, worker_envs
 
 RUN = Path(__file__).with_name("distributed_run.py")
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", **extra)
-    return env
 
 
 def _run(mode, workdir, out, env=None, timeout=600):
     return subprocess.Popen(
         [sys.executable, str(RUN), mode, str(workdir), str(out)],
-        env=env or _env(),
+        env=env or child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -46,16 +39,6 @@ def _finish(proc, timeout=600):
 def _weights(path):
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +68,14 @@ def test_mirrored_over_two_devices_equals_one_device(single, tmp_path):
 
 @pytest.mark.slow
 def test_two_worker_cluster_on_localhost_trains_identical_weights(single, tmp_path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = [
         _run(
             "multi_worker",
             tmp_path / "run",  # a shared run directory, as on a shared filesystem
             tmp_path / f"w{i}.npz",
-            env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+            env=env,
         )
-        for i in range(2)
+        for i, env in enumerate(worker_envs(2))
     ]
     outputs = [_finish(p) for p in procs]
     assert all("replicas 2 step 2" in out for out in outputs)
@@ -115,24 +96,20 @@ def test_the_multi_worker_shim_is_still_needed():
     :mod:`mrcnn_tf.training.multi_worker`.
     """
     script = Path(__file__).with_name("keras_multi_worker_probe.py")
-    ports = _free_ports(2)
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
     results = {}
     for patch in ("none", "build_only", "all"):
         procs = [
             subprocess.Popen(
                 [sys.executable, str(script), patch],
-                env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+                env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
             )
-            for i in range(2)
+            for env in worker_envs(2)
         ]
         outputs = [p.communicate(timeout=300)[0] for p in procs]
         results[patch] = outputs[0]
-        ports = _free_ports(2)
-        cluster = {"worker": [f"localhost:{p}" for p in ports]}
     assert "Attempt to convert a value (PerReplica" in results["none"]
     assert "Invalid reduction dimension 0" in results["build_only"]
     assert "FIT OK" in results["all"], results["all"][-3000:]

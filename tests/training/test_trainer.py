@@ -7,7 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from training_fixtures import tiny_config
+from training_fixtures import XLA_TRAINING, tiny_config
 
 from mrcnn_tf.training.trainer import TrainingError, train
 from registry.errors import ConfigError, UserError
@@ -171,17 +171,7 @@ def _unchanged_model_arrays(checkpoints) -> list[str]:
     [
         pytest.param(["train.mixed_precision=mixed_bfloat16"], id="bfloat16"),
         pytest.param(["train.mixed_precision=mixed_float16"], id="float16"),
-        pytest.param(
-            [
-                "train.jit_compile=true",
-                "model.box_roi_aligner.backend=gather",
-                "model.mask_roi_aligner.backend=gather",
-                "model.detection_generator.nms_backend=padded",
-                "model.mask_slots=all",
-            ],
-            id="xla",
-            marks=pytest.mark.slow,
-        ),
+        pytest.param(XLA_TRAINING, id="xla", marks=pytest.mark.slow),
     ],
 )
 def test_mixed_precision_and_xla_switches_train(tmp_path, extra):
