@@ -93,6 +93,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mrcnn_tf.data.builder import build_input_pipeline
     from mrcnn_tf.export.saved_model import Preprocessing, export_saved_model
     from mrcnn_tf.export.targets import apply_target
+    from mrcnn_tf.training.trainer import process_settings
     from mrcnn_tf.training.workdir import load_weights
     from registry.errors import UserError
 
@@ -112,16 +113,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     category_map = category_map_for(cfg, args.weights)
     labels = category_map.to_json()
     cfg = apply_target(cfg, args.target)  # the graph depends on --target, not on this machine
-    import keras
-
-    before = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(args.precision)  # layers keep the policy they were built with
-    try:
+    with process_settings(args.precision, deterministic=False):  # layers keep the policy they were built with
         model = build_model(cfg, num_classes=category_map.num_classes)
         model.build()
         loaded = load_weights(model, args.weights)  # float32 variables under every policy
-    finally:
-        keras.config.set_dtype_policy(before)
     preprocess = Preprocessing.from_pipeline(build_input_pipeline(cfg))
     export_saved_model(
         model,
@@ -150,10 +145,7 @@ def _export_litert(cfg: dict, args: argparse.Namespace) -> int:
     from registry.errors import UserError
 
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(
-            f"--out {out}: exists and is not an empty folder; choose a new one (nothing was written)"
-        )
+    litert.require_new_folder(out)  # before a conversion of minutes
     if args.paste_masks or args.version is not None or args.target != "any" or args.precision != "float32":
         raise UserError(
             "--paste-masks, --version, --target and --precision are options of the SavedModel export"

@@ -25,7 +25,6 @@ then silently outputs garbage).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -35,13 +34,6 @@ import numpy as np
 from registry.errors import UserError
 
 QUANTIZE = ("none", "float16", "int8")
-OUTPUT_KEYS = (
-    "detection_boxes",
-    "detection_scores",
-    "detection_classes",
-    "num_detections",
-    "detection_masks",
-)
 MODEL_FILE = "model.tflite"
 #: What to change when a TensorFlow op has no builtin (op -> the config key that avoids it).
 _OP_HINTS = {
@@ -177,21 +169,12 @@ def write_litert(
 ) -> Path:
     """Write ``model.tflite``, ``label_map.json``, ``config.yaml`` and ``export.json`` into
     ``out_dir`` (which must be new or empty); returns the model file."""
-    import keras
-    import tensorflow as tf
+    from mrcnn_tf.export.saved_model import OUTPUT_KEYS, write_export_files
 
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(
-            f"--out {out}: exists and is not an empty folder; choose a new one (nothing was written)"
-        )
+    require_new_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MODEL_FILE).write_bytes(data)
-    (out / "label_map.json").write_text(json.dumps(label_map, indent=2) + "\n", encoding="utf-8")
-    if config is not None:
-        from registry.config import dump_config
-
-        (out / "config.yaml").write_text(dump_config(config), encoding="utf-8")
     record = {
         "format": "tflite",
         "target": "litert",
@@ -199,11 +182,22 @@ def write_litert(
         "quantize": quantize,
         "inputs": {"images": ["uint8", [1, image_size, image_size, 3]], "image_size": ["int32", [1, 2]]},
         "outputs": list(OUTPUT_KEYS),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
     }
-    (out / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_export_files(out, label_map, config, record)
     return out / MODEL_FILE
+
+
+def require_new_folder(out: Path) -> None:
+    """Refuse an ``--out`` that exists and is not an empty folder (checked before the conversion,
+    and again before writing).
+
+    Raises:
+        UserError: naming ``out``.
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(
+            f"--out {out}: exists and is not an empty folder; choose a new one (nothing was written)"
+        )
 
 
 def find_litert(path: str | os.PathLike) -> Path | None:
@@ -225,6 +219,7 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None):
         UserError: ``ai-edge-litert`` is not installed, or the file is not such a model.
     """
     from mrcnn_tf.export.predictor import Predictor, _label_map
+    from mrcnn_tf.export.saved_model import MODEL_OUTPUTS
 
     file = find_litert(path)
     if file is None:
@@ -252,14 +247,8 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None):
             padded, (height, width), scale = letterbox(image, size)
             out = runner(images=padded[None], image_size=np.array([[height, width]], np.int32))
             limit = np.array(image.shape[:2] * 2, np.float32)
-            boxes = np.minimum(np.maximum(out["detection_boxes"] / scale, 0.0), limit)
-            return {
-                "boxes": boxes.astype(np.float32),
-                "scores": out["detection_scores"],
-                "classes": out["detection_classes"],
-                "num_detections": out["num_detections"],
-                "masks": out["detection_masks"],
-            }
+            out["detection_boxes"] = np.minimum(np.maximum(out["detection_boxes"] / scale, 0.0), limit)
+            return {MODEL_OUTPUTS[k]: v for k, v in out.items() if k in MODEL_OUTPUTS}
 
     predictor = LiteRTPredictor(runner, names, ids, f"{file} (LiteRT)")
     predictor._keep_alive = interpreter

@@ -201,19 +201,19 @@ def export_saved_model(
     archive.add_endpoint("serving_default", serving_default)
     archive.add_endpoint("serving_bytes", serving_bytes)
     archive.write_out(str(out_dir), verbose=False)
-    assets = out_dir / "assets"
-    assets.mkdir(exist_ok=True)
-    (assets / "label_map.json").write_text(json.dumps(label_map, indent=2) + "\n", encoding="utf-8")
+    record = {"target": target, "precision": precision, "paste_masks": bool(paste_masks)}
+    write_export_files(out_dir / "assets", label_map, config, record)
+    return out_dir
+
+
+def write_export_files(folder: Path, label_map: dict, config: dict | None, record: dict) -> None:
+    """What goes beside every export: ``label_map.json``, ``config.yaml`` (the resolved config,
+    when given) and ``export.json`` (``record`` plus the TensorFlow and Keras versions)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "label_map.json").write_text(json.dumps(label_map, indent=2) + "\n", encoding="utf-8")
     if config is not None:
         from registry.config import dump_config
 
-        (assets / "config.yaml").write_text(dump_config(config), encoding="utf-8")
-    record = {
-        "target": target,
-        "precision": precision,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-    }
-    record["paste_masks"] = bool(paste_masks)
-    (assets / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return out_dir
+        (folder / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    record = {**record, "tensorflow": tf.__version__, "keras": keras.__version__}
+    (folder / "export.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
