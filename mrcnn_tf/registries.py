@@ -61,10 +61,13 @@ ANCHOR_GENERATORS = _make("anchor_generator", "anchor_generator", "anchors")
 RPN_HEADS = _make("rpn_head", "rpn_head")
 PROPOSAL_GENERATORS = _make("proposal_generator", "proposal_generator", "proposals")
 ANCHOR_LABELERS = _make("anchor_labeler", "anchor_labeler")
-ROI_ALIGNERS = _make("roi_aligner", "roi_aligner", "box_roi_aligner", "mask_roi_aligner")
+ROI_ALIGNERS = _make(
+    "roi_aligner", "roi_aligner", "box_roi_aligner", "mask_roi_aligner", "keypoint_roi_aligner"
+)
 ROI_SAMPLERS = _make("roi_sampler", "roi_sampler")
 BOX_HEADS = _make("box_head", "box_head")
 MASK_HEADS = _make("mask_head", "mask_head")
+KEYPOINT_HEADS = _make("keypoint_head", "keypoint_head")
 DETECTION_GENERATORS = _make("detection_generator", "detection_generator")
 LOSSES = _make("loss", "loss", "*_loss")
 DETECTORS = _make("detector", "model", "detector")
@@ -86,6 +89,7 @@ ALL: dict[str, Registry] = {
         ROI_SAMPLERS,
         BOX_HEADS,
         MASK_HEADS,
+        KEYPOINT_HEADS,
         DETECTION_GENERATORS,
         LOSSES,
         DETECTORS,
@@ -113,6 +117,7 @@ BUILTIN_MODULES = (
     "mrcnn_tf.modeling.roi_heads.detection_generator",
     "mrcnn_tf.modeling.mask_heads.fcn_mask_head",
     "mrcnn_tf.modeling.mask_heads.mlp_mask_head",
+    "mrcnn_tf.modeling.keypoint_heads.krcnn_head",
     "mrcnn_tf.losses.box_losses",
     "mrcnn_tf.losses.classification_losses",
     "mrcnn_tf.losses.mask_losses",

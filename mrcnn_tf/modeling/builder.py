@@ -6,7 +6,7 @@
                         inject what one part needs from another:
                           backbone.output_specs() ─► neck.output_specs(...) ─► anchor strides,
                           RoI aligner levels; anchors per location ─► rpn_head.num_anchors;
-                          num_classes ─► box_head, mask_head;
+                          num_classes ─► box_head, mask_head; num_keypoints ─► keypoint_head;
                           proposal_generator.box_coder ─► anchor_labeler (one BoxCoder),
                           detection_generator.box_coder ─► roi_sampler (one BoxCoder)
                         check that the parts fit (levels, channels, strides, call contracts)
@@ -38,12 +38,15 @@ PART_ROLES = {
     "box_head": "box_head",
     "mask_roi_aligner": "roi_aligner",
     "mask_head": "mask_head",
+    "keypoint_roi_aligner": "roi_aligner",
+    "keypoint_head": "keypoint_head",
     "detection_generator": "detection_generator",
     "rpn_objectness_loss": "loss",
     "rpn_box_loss": "loss",
     "box_cls_loss": "loss",
     "box_reg_loss": "loss",
     "mask_loss": "loss",
+    "keypoint_loss": "loss",
 }
 #: Methods whose ``call`` must take these keyword arguments (the role contracts the detector uses).
 CALL_CONTRACTS = {
@@ -92,6 +95,8 @@ def build_model(config: Mapping[str, Any], num_classes: int | None = None):
     defaults = dict(getattr(detector.cls, "default_parts", {}))
     parts = _build_parts(spec, defaults, num_classes)
     scalars = {k: v for k, v in spec.items() if k not in PART_ROLES}
+    if parts.get("keypoint_head") is not None:
+        scalars["num_keypoints"] = parts["keypoint_head"].num_keypoints
     try:
         return detector.cls(**parts, **scalars, num_classes=num_classes)
     except (ValueError, TypeError) as exc:
@@ -122,10 +127,21 @@ def _build(key: str, spec: Any, **offers: Any):
         raise ConfigError(getattr(exc, "reason", str(exc)), key=f"model.{key}") from exc
 
 
+#: Parts a config may leave out or set to null (no mask head: a Keypoint R-CNN).
+OPTIONAL = (
+    "mask_roi_aligner",
+    "mask_head",
+    "mask_loss",
+    "keypoint_roi_aligner",
+    "keypoint_head",
+    "keypoint_loss",
+)
+
+
 def _build_parts(spec: dict, defaults: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
     def part_spec(key: str):
         value = spec.get(key, defaults.get(key))
-        if value is None and key not in defaults and key != "mask_roi_aligner":
+        if value is None and key not in defaults and key not in OPTIONAL:
             raise ConfigError(f"missing: the model needs a {PART_ROLES[key]}", key=f"model.{key}")
         return value
 
@@ -160,23 +176,58 @@ def _build_parts(spec: dict, defaults: Mapping[str, Any], num_classes: int) -> d
         "detection_generator", part_spec("detection_generator")
     )
     parts["roi_sampler"] = _build("roi_sampler", part_spec("roi_sampler"), box_coder=detections.box_coder)
-    for key in ("box_roi_aligner", "mask_roi_aligner"):
+    has_mask = spec.get("mask_head", defaults.get("mask_head")) is not None
+    has_keypoints = spec.get("keypoint_head") is not None
+    if not has_mask and not has_keypoints:
+        raise ConfigError(
+            "is null and there is no keypoint_head: the model needs one of them", key="model.mask_head"
+        )
+    if has_keypoints and spec.get("keypoint_roi_aligner") is None:
+        raise ConfigError(
+            "missing: a keypoint_head needs its own RoI aligner, e.g. "
+            "{type: MultiLevelRoIAlign, output_size: 14}",
+            key="model.keypoint_roi_aligner",
+        )
+    aligners = ["box_roi_aligner", "mask_roi_aligner"] if has_mask else ["box_roi_aligner"]
+    for key in aligners + (["keypoint_roi_aligner"] if has_keypoints else []):
         value = part_spec(key)
         if value is not None:
             parts[key] = aligner = _build(key, value)
             _check_aligner(key, aligner, pyramid)
     parts["box_head"] = _build("box_head", part_spec("box_head"), num_classes=num_classes)
-    parts["mask_head"] = _build("mask_head", part_spec("mask_head"), num_classes=num_classes)
-    for key in ("box_head", "mask_head"):
+    parts["mask_head"] = (
+        _build("mask_head", part_spec("mask_head"), num_classes=num_classes) if has_mask else None
+    )
+    if has_keypoints:
+        num_keypoints = spec.get("num_keypoints")
+        if not isinstance(num_keypoints, int) or isinstance(num_keypoints, bool) or num_keypoints < 1:
+            raise ConfigError(
+                f"must be a positive integer with a keypoint_head (the dataset's keypoints per instance), "
+                f"got {num_keypoints!r}",
+                key="model.num_keypoints",
+            )
+        parts["keypoint_head"] = _build(
+            "keypoint_head", part_spec("keypoint_head"), num_keypoints=num_keypoints
+        )
+        if parts["keypoint_head"].num_keypoints != num_keypoints:
+            raise ConfigError(
+                f"has num_keypoints {parts['keypoint_head'].num_keypoints}, "
+                f"but the model has {num_keypoints}",
+                key="model.keypoint_head",
+            )
+    for key in ("box_head", "mask_head") if has_mask else ("box_head",):
         declared = getattr(parts[key], "num_classes", num_classes)
         if declared != num_classes:
             raise ConfigError(
                 f"has num_classes {declared}, but the model has {num_classes}", key=f"model.{key}"
             )
-    for key in ("rpn_objectness_loss", "rpn_box_loss", "box_cls_loss", "box_reg_loss", "mask_loss"):
+    losses = ["rpn_objectness_loss", "rpn_box_loss", "box_cls_loss", "box_reg_loss"]
+    losses += (["mask_loss"] if has_mask else []) + (["keypoint_loss"] if has_keypoints else [])
+    for key in losses:
         parts[key] = _build(key, part_spec(key))
     for key, arguments in CALL_CONTRACTS.items():
-        _check_call(key, parts[key], arguments)
+        if parts.get(key) is not None:
+            _check_call(key, parts[key], arguments)
     return parts
 
 

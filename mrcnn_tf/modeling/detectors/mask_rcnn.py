@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from mrcnn_tf.modeling.detectors import targets as target_ops
+from mrcnn_tf.ops.keypoints import decode_heatmaps
 from mrcnn_tf.registries import DETECTORS
 
 #: Constructor arguments that hold a component layer (serialized as nested Keras objects).
@@ -23,9 +24,13 @@ COMPONENTS = (
     "box_head",
     "mask_roi_aligner",
     "mask_head",
+    "keypoint_roi_aligner",
+    "keypoint_head",
     "detection_generator",
 )
-LOSS_NAMES = ("rpn_objectness", "rpn_box", "box_cls", "box_reg", "mask")
+LOSS_NAMES = ("rpn_objectness", "rpn_box", "box_cls", "box_reg", "mask", "keypoint")
+#: Parts that a model may leave out (``None``): no mask head makes a Keypoint R-CNN.
+OPTIONAL_PARTS = ("mask_roi_aligner", "mask_head", "keypoint_roi_aligner", "keypoint_head")
 #: Constructor arguments that hold a loss, by loss name.
 LOSS_ARGS = {name: f"{name}_loss" for name in LOSS_NAMES}
 #: Parts a config may leave out: the builder supplies these (``mrcnn_tf.modeling.builder``).
@@ -40,6 +45,7 @@ BUILDER_DEFAULTS = {
     "box_cls_loss": "SoftmaxCrossEntropyLoss",
     "box_reg_loss": "SmoothL1Loss",
     "mask_loss": "SigmoidCrossEntropyLoss",
+    "keypoint_loss": "SoftmaxCrossEntropyLoss",
 }
 MASK_SLOTS = ("used", "all")
 #: torchvision's ImageNet statistics for RGB images in [0, 255].
@@ -81,7 +87,7 @@ def _inside_mask(image_size: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
 
 @DETECTORS.register(injected=("num_classes", *BUILDER_DEFAULTS))
 class MaskRCNN(keras.Model):
-    """Backbone -> neck -> RPN -> RoIAlign -> box head, and a mask head on the final boxes.
+    """Backbone -> neck -> RPN -> RoIAlign -> box head, and mask/keypoint heads on the final boxes.
 
     A composition of built parts: every argument is a constructed layer or loss (keyword-only),
     so a detector can be assembled in Python without a config, as torchvision's
@@ -102,13 +108,19 @@ class MaskRCNN(keras.Model):
             the RoI sampler).
         mask_roi_aligner, mask_head: the mask head. ``mask_roi_aligner=None`` makes the mask
             head read the box head's RoI features (``box_head.extract``; the C4 ``Res5BoxHead``).
+            ``mask_head=None``: no masks (with a keypoint head: Keypoint R-CNN).
+        keypoint_roi_aligner, keypoint_head: the keypoint head (He et al. 2017, §5), run like the
+            mask head on the positive RoIs (training) and the final detections (inference);
+            ``None`` (default): no keypoints.
         num_classes: K foreground classes (class 0 is background); must equal the heads'.
-        rpn_objectness_loss, rpn_box_loss, box_cls_loss, box_reg_loss, mask_loss: losses with
-            ``reduction: sum`` (the detector applies Detectron2's normalisers: sampled anchors
-            per batch for the RPN, sampled RoIs for the box head, pixels of positive RoIs for
-            the mask loss).
+        num_keypoints: keypoints per instance (the keypoint head's); 0 without one.
+        rpn_objectness_loss, rpn_box_loss, box_cls_loss, box_reg_loss, mask_loss,
+            keypoint_loss: losses with ``reduction: sum`` (the detector applies Detectron2's
+            normalisers: sampled anchors per batch for the RPN, sampled RoIs for the box head,
+            pixels of positive RoIs for the mask loss, labelled keypoints inside positive RoIs
+            for the keypoint loss, a softmax cross-entropy over each heatmap's cells).
         loss_weights: a weight per loss name (``rpn_objectness``, ``rpn_box``, ``box_cls``,
-            ``box_reg``, ``mask``); 1.0 where absent.
+            ``box_reg``, ``mask``, ``keypoint``); 1.0 where absent.
         pixel_mean, pixel_std: per-channel normalisation of the input images.
         mask_slots: ``used`` (default) runs the mask head only on the slots that hold a
             positive RoI (training) or a detection (inference), up to the largest count in the
@@ -128,7 +140,8 @@ class MaskRCNN(keras.Model):
             may reach outside the image; the input pipeline's scale jitter sends these), and
             optionally ``sample_seed`` int32 ``[B, 2]``: per-example seeds of the anchor and RoI
             sampling (the pipeline sends them; results then do not depend on how a batch is
-            split between replicas).
+            split between replicas); with a keypoint head, ``gt_keypoints`` ``[B, G, K, 3]``
+            float32 ``(x, y, v)`` in input pixels (see :mod:`mrcnn_tf.ops.keypoints`).
         training: training returns the tensors the losses need (see ``compute_loss``);
             inference returns the detections.
 
@@ -137,7 +150,10 @@ class MaskRCNN(keras.Model):
         ``classes [B, D]`` int32 (1..K, 0 for empty slots), ``num_detections [B]`` int32 and
         ``masks [B, D, M, M]`` float32 box-relative probabilities (D =
         ``detection_generator.max_detections``; paste them with
-        :func:`mrcnn_tf.ops.masks.paste_masks`).
+        :func:`mrcnn_tf.ops.masks.paste_masks`) with a mask head; ``keypoints [B, D, K, 3]``
+        float32 ``(x, y, score)`` in input pixels with a keypoint head (score: the spatial
+        softmax probability of the heatmap's peak; :func:`mrcnn_tf.ops.keypoints.decode_heatmaps`).
+        Empty slots hold zeros.
     """
 
     #: Parts a config may leave out, and what the builder then builds.
@@ -155,15 +171,19 @@ class MaskRCNN(keras.Model):
         roi_sampler: keras.layers.Layer,
         box_roi_aligner: keras.layers.Layer,
         box_head: keras.layers.Layer,
-        mask_head: keras.layers.Layer,
+        mask_head: keras.layers.Layer | None,
         detection_generator: keras.layers.Layer,
         num_classes: int,
         rpn_objectness_loss: keras.losses.Loss,
         rpn_box_loss: keras.losses.Loss,
         box_cls_loss: keras.losses.Loss,
         box_reg_loss: keras.losses.Loss,
-        mask_loss: keras.losses.Loss,
+        mask_loss: keras.losses.Loss | None = None,
         mask_roi_aligner: keras.layers.Layer | None = None,
+        keypoint_roi_aligner: keras.layers.Layer | None = None,
+        keypoint_head: keras.layers.Layer | None = None,
+        keypoint_loss: keras.losses.Loss | None = None,
+        num_keypoints: int = 0,
         loss_weights: Mapping[str, float] | None = None,
         pixel_mean: Sequence[float] = IMAGENET_MEAN,
         pixel_std: Sequence[float] = IMAGENET_STD,
@@ -183,10 +203,12 @@ class MaskRCNN(keras.Model):
             "box_head": box_head,
             "mask_roi_aligner": mask_roi_aligner,
             "mask_head": mask_head,
+            "keypoint_roi_aligner": keypoint_roi_aligner,
+            "keypoint_head": keypoint_head,
             "detection_generator": detection_generator,
         }
         for key, part in parts.items():
-            if not (part is None and key == "mask_roi_aligner") and not isinstance(part, keras.layers.Layer):
+            if not (part is None and key in OPTIONAL_PARTS) and not isinstance(part, keras.layers.Layer):
                 raise TypeError(
                     f"MaskRCNN {key} must be a built Keras layer, got {type(part).__name__}; to build "
                     "from a config use mrcnn_tf.build_model(config)"
@@ -195,8 +217,27 @@ class MaskRCNN(keras.Model):
         if int(num_classes) < 1:
             raise ValueError(f"MaskRCNN num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
+        if mask_head is None and keypoint_head is None:
+            raise ValueError("MaskRCNN needs a mask_head, a keypoint_head or both")
+        if (keypoint_head is None) != (keypoint_roi_aligner is None):
+            raise ValueError(
+                "MaskRCNN keypoint_head and keypoint_roi_aligner come together (both or neither)"
+            )
+        self.num_keypoints = int(num_keypoints)
+        if (
+            keypoint_head is not None
+            and getattr(keypoint_head, "num_keypoints", num_keypoints) != num_keypoints
+        ):
+            raise ValueError(
+                f"MaskRCNN num_keypoints is {num_keypoints}, "
+                f"its keypoint_head's {keypoint_head.num_keypoints}"
+            )
         self.shares_roi_features = mask_roi_aligner is None
-        if self.shares_roi_features and not callable(getattr(box_head, "extract", None)):
+        if (
+            mask_head is not None
+            and self.shares_roi_features
+            and not callable(getattr(box_head, "extract", None))
+        ):
             raise ValueError(
                 f"MaskRCNN has no mask_roi_aligner, so the mask head reads the box head's RoI "
                 f"features, but {type(box_head).__name__} has no extract(); give a mask_roi_aligner"
@@ -206,8 +247,11 @@ class MaskRCNN(keras.Model):
             "rpn_box": rpn_box_loss,
             "box_cls": box_cls_loss,
             "box_reg": box_reg_loss,
-            "mask": mask_loss,
         }
+        if mask_head is not None:
+            given["mask"] = mask_loss
+        if keypoint_head is not None:
+            given["keypoint"] = keypoint_loss
         for name, loss in given.items():
             if not isinstance(loss, keras.losses.Loss):
                 raise TypeError(
@@ -216,11 +260,13 @@ class MaskRCNN(keras.Model):
             if getattr(loss, "reduction", "sum") != "sum":
                 raise ValueError(f"MaskRCNN {name}_loss needs reduction 'sum' (the detector normalises)")
         self.losses_by_name = given
+        #: The losses this model trains (its heads'), in ``LOSS_NAMES`` order.
+        self.loss_names = tuple(name for name in LOSS_NAMES if name in given)
         loss_weights = dict(loss_weights or {})
         unknown = sorted(set(loss_weights) - set(LOSS_NAMES))
         if unknown:
             raise ValueError(f"MaskRCNN loss_weights has unknown keys {unknown}; known: {list(LOSS_NAMES)}")
-        self.loss_weights = {name: float(loss_weights.get(name, 1.0)) for name in LOSS_NAMES}
+        self.loss_weights = {name: float(loss_weights.get(name, 1.0)) for name in self.loss_names}
         if len(pixel_mean) != 3 or len(pixel_std) != 3 or min(pixel_std) <= 0:
             raise ValueError("MaskRCNN pixel_mean and pixel_std need 3 values (std > 0)")
         self.pixel_mean = [float(v) for v in pixel_mean]
@@ -228,7 +274,7 @@ class MaskRCNN(keras.Model):
         if mask_slots not in MASK_SLOTS:
             raise ValueError(f"MaskRCNN mask_slots must be one of {MASK_SLOTS}, got '{mask_slots}'")
         self.mask_slots = mask_slots
-        self.loss_trackers = [keras.metrics.Mean(name=f"{name}_loss") for name in LOSS_NAMES]
+        self.loss_trackers = [keras.metrics.Mean(name=f"{name}_loss") for name in self.loss_names]
         self.learning_rate_tracker = _LastValue(name="learning_rate")
 
     @property
@@ -302,7 +348,10 @@ class MaskRCNN(keras.Model):
         return self.mask_roi_aligner(pyramid, boxes)
 
     def _training_outputs(self, inputs, pyramid, anchors, objectness, deltas, proposals):
-        missing = [k for k in ("gt_boxes", "gt_classes", "gt_masks") if k not in inputs]
+        needed = ("gt_boxes", "gt_classes")
+        needed += ("gt_masks",) if self.mask_head is not None else ()
+        needed += ("gt_keypoints",) if self.keypoint_head is not None else ()
+        missing = [k for k in needed if k not in inputs]
         if missing:
             raise ValueError(f"MaskRCNN training needs {missing} in its inputs (got {sorted(inputs)})")
         gt_boxes = tf.cast(inputs["gt_boxes"], tf.float32)
@@ -318,16 +367,22 @@ class MaskRCNN(keras.Model):
         m = min(self.roi_sampler.max_positives, samples["rois"].shape[1])
         if self.mask_slots == "used":
             m = _used_slots(samples["positive"][:, :m])
-        shared = head["features"][:, :m] if self.shares_roi_features else None
-        mask_logits = self.mask_head(
-            self._mask_features(pyramid, samples["rois"][:, :m], shared), training=True
-        )
-        mask_boxes = tf.cast(inputs.get("gt_mask_boxes", gt_boxes), tf.float32)
-        out.update(
-            target_ops.mask_outputs(
-                mask_logits, samples, m, mask_boxes, inputs["gt_masks"], self.losses_by_name["mask"]
+        if self.mask_head is not None:
+            shared = head["features"][:, :m] if self.shares_roi_features else None
+            mask_logits = self.mask_head(
+                self._mask_features(pyramid, samples["rois"][:, :m], shared), training=True
             )
-        )
+            mask_boxes = tf.cast(inputs.get("gt_mask_boxes", gt_boxes), tf.float32)
+            out.update(
+                target_ops.mask_outputs(
+                    mask_logits, samples, m, mask_boxes, inputs["gt_masks"], self.losses_by_name["mask"]
+                )
+            )
+        if self.keypoint_head is not None:
+            heatmaps = self.keypoint_head(
+                self.keypoint_roi_aligner(pyramid, samples["rois"][:, :m]), training=True
+            )
+            out.update(target_ops.keypoint_outputs(heatmaps, samples, m, inputs["gt_keypoints"]))
         return out
 
     def _detect(self, pyramid, proposals, image_size, max_detections=None):
@@ -340,16 +395,29 @@ class MaskRCNN(keras.Model):
         slots = classes.shape[1]
         present = classes > 0
         n = _used_slots(present) if self.mask_slots == "used" else slots
-        mask_logits = self.mask_head(
-            self._mask_features(pyramid, out["boxes"][:, :n]),
-            training=False,
-            **self._class_kwargs(classes[:, :n]),
-        )
-        masks = self._mask_probabilities(mask_logits, classes[:, :n])
-        if self.mask_slots == "used":  # empty slots get zeros below
-            masks = tf.pad(masks, [[0, 0], [0, slots - n], [0, 0], [0, 0]])
-            masks = tf.reshape(masks, [-1, slots, *mask_logits.shape[2:4]])  # static shape; a TFLite builtin
-        return {**out, "num_detections": count, "masks": tf.where(present[..., None, None], masks, 0.0)}
+        out = {**out, "num_detections": count}
+        if self.mask_head is not None:
+            mask_logits = self.mask_head(
+                self._mask_features(pyramid, out["boxes"][:, :n]),
+                training=False,
+                **self._class_kwargs(classes[:, :n]),
+            )
+            masks = self._all_slots(self._mask_probabilities(mask_logits, classes[:, :n]), slots)
+            out["masks"] = tf.where(present[..., None, None], masks, 0.0)
+        if self.keypoint_head is not None:
+            boxes = out["boxes"][:, :n]
+            heatmaps = self.keypoint_head(self.keypoint_roi_aligner(pyramid, boxes), training=False)
+            keypoints = self._all_slots(decode_heatmaps(heatmaps, boxes), slots)
+            out["keypoints"] = tf.where(present[..., None, None], keypoints, 0.0)
+        return out
+
+    def _all_slots(self, values, slots: int):
+        """``[B, n, ...]`` per-slot values of the first ``n`` slots -> ``[B, slots, ...]`` (zeros after)."""
+        if self.mask_slots != "used":
+            return values
+        rest = values.shape[2:]
+        values = tf.pad(values, [[0, 0], [0, slots - tf.shape(values)[1]]] + [[0, 0]] * len(rest))
+        return tf.reshape(values, [-1, slots, *rest])  # static shape; a TFLite builtin
 
     def _class_kwargs(self, classes) -> dict:
         """``{"classes": ...}`` unless the mask loss couples the classes (a softmax across them),
@@ -375,7 +443,7 @@ class MaskRCNN(keras.Model):
         """
         fixes = [
             f"model.{key}.backend=gather"
-            for key in ("box_roi_aligner", "mask_roi_aligner")
+            for key in ("box_roi_aligner", "mask_roi_aligner", "keypoint_roi_aligner")
             if getattr(getattr(self, key), "backend", None) == "crop_and_resize"
         ]
         return fixes + (["model.mask_slots=all"] if self.mask_slots != "all" else [])
@@ -389,11 +457,11 @@ class MaskRCNN(keras.Model):
                 "have no targets (evaluate with COCO AP instead of model.evaluate)"
             )
         raw = target_ops.losses(self.losses_by_name, outputs)
-        return {name: raw[name] * self.loss_weights[name] for name in LOSS_NAMES}
+        return {name: raw[name] * self.loss_weights[name] for name in self.loss_names}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         terms = self.loss_terms(y_pred)
-        for tracker, name in zip(self.loss_trackers, LOSS_NAMES, strict=True):
+        for tracker, name in zip(self.loss_trackers, self.loss_names, strict=True):
             tracker.update_state(terms[name])
         if training and getattr(self, "optimizer", None) is not None:
             self.learning_rate_tracker.update_state(self.optimizer.learning_rate)
@@ -413,14 +481,16 @@ class MaskRCNN(keras.Model):
         for key in COMPONENTS:
             layer = getattr(self, key)
             config[key] = None if layer is None else serialize(layer)
-        for name, loss in self.losses_by_name.items():
-            config[LOSS_ARGS[name]] = serialize(loss)
+        for name in LOSS_NAMES:
+            loss = self.losses_by_name.get(name)
+            config[LOSS_ARGS[name]] = None if loss is None else serialize(loss)
         config.update(
             num_classes=self.num_classes,
             loss_weights=dict(self.loss_weights),
             pixel_mean=list(self.pixel_mean),
             pixel_std=list(self.pixel_std),
             mask_slots=self.mask_slots,
+            num_keypoints=self.num_keypoints,
         )
         return config
 

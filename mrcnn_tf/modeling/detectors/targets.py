@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
+from mrcnn_tf.ops.keypoints import keypoint_targets
 from mrcnn_tf.ops.masks import crop_mask_targets
 
 
@@ -130,6 +131,31 @@ def mask_outputs(
     }
 
 
+def keypoint_outputs(heatmaps, samples, m: int | tf.Tensor, gt_keypoints) -> dict[str, tf.Tensor]:
+    """Heatmap logits of the first ``m`` sampled RoIs (the positives) and their targets.
+
+    Args:
+        heatmaps: ``[B, m, S, S, K]`` keypoint head logits; samples: the RoI sampler's dict;
+            gt_keypoints: ``[B, G, K, 3]`` ``(x, y, v)`` of each ground-truth instance.
+
+    Returns:
+        ``keypoint_logits [B, m, K, S²]``, ``keypoint_targets [B, m, K]`` (the cell of each
+        keypoint of the matched instance, :func:`~mrcnn_tf.ops.keypoints.keypoint_targets`) and
+        ``keypoint_valid [B, m, K]``: a positive RoI's labelled keypoint inside it.
+    """
+    size = heatmaps.shape[2]
+    logits = tf.transpose(tf.cast(heatmaps, tf.float32), [0, 1, 4, 2, 3])  # [B, m, K, S, S]
+    logits = tf.reshape(logits, tf.concat([tf.shape(logits)[:3], [size * size]], 0))
+    matched = tf.gather(tf.cast(gt_keypoints, tf.float32), samples["matched"][:, :m], batch_dims=1)
+    index, valid = keypoint_targets(matched, samples["rois"][:, :m], size)
+    valid = valid & samples["positive"][:, :m, None]
+    return {
+        "keypoint_logits": logits,
+        "keypoint_targets": tf.stop_gradient(index),
+        "keypoint_valid": tf.stop_gradient(valid),
+    }
+
+
 def _normaliser(count: tf.Tensor) -> tf.Tensor:
     """The global normaliser ``max(sum of count over replicas, 1)``, shared out: ``/ R``.
 
@@ -148,13 +174,16 @@ def _normaliser(count: tf.Tensor) -> tf.Tensor:
 
 
 def losses(loss_fns: Mapping[str, object], out: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """The five Mask R-CNN losses, each normalised as Detectron2 does.
+    """The Mask R-CNN losses, each normalised as Detectron2 does.
 
     * RPN objectness and box: sums over the sampled anchors (box: positives only) divided by
       the anchors per image times the images (``S * B``).
     * Box classification and regression: sums over the sampled RoIs (regression: positives,
       GT class's deltas) divided by the number of sampled RoIs.
     * Mask: per-pixel BCE on the GT class's channel, averaged over the pixels of positive RoIs.
+    * Keypoint (when the outputs have ``keypoint_logits``): cross-entropy of each heatmap's
+      spatial softmax at the keypoint's cell, averaged over the labelled keypoints inside
+      positive RoIs (Detectron2's ``NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS``).
 
     Every normaliser is at least 1, so an image without positives gives finite losses, and
     under ``tf.distribute`` the normalisers are global over the replicas (see :func:`_normaliser`).
@@ -166,11 +195,7 @@ def losses(loss_fns: Mapping[str, object], out: Mapping[str, tf.Tensor]) -> dict
     box_valid = tf.cast(out["box_valid"], f32)
     box_pos = tf.cast(out["box_positive"], f32)
     box_norm = _normaliser(tf.reduce_sum(box_valid))
-    pixels = tf.convert_to_tensor(out["mask_logits"])  # [B, m, M, M], or [..., K'] (class-coupled loss)
-    pixels = pixels if pixels.shape.rank == 4 else pixels[..., 0]
-    mask_pos = tf.cast(out["mask_positive"], f32)[..., None, None] * tf.ones_like(pixels)
-    mask_norm = _normaliser(tf.reduce_sum(mask_pos))
-    return {
+    terms = {
         "rpn_objectness": loss_fns["rpn_objectness"](rpn_pos, out["rpn_logits"], sample_weight=rpn_valid)
         / rpn_norm,
         "rpn_box": loss_fns["rpn_box"](out["rpn_box_targets"], out["rpn_deltas"], sample_weight=rpn_pos)
@@ -179,5 +204,17 @@ def losses(loss_fns: Mapping[str, object], out: Mapping[str, tf.Tensor]) -> dict
         / box_norm,
         "box_reg": loss_fns["box_reg"](out["box_targets"], out["box_deltas"], sample_weight=box_pos)
         / box_norm,
-        "mask": loss_fns["mask"](out["mask_targets"], out["mask_logits"], sample_weight=mask_pos) / mask_norm,
     }
+    if "mask_logits" in out:
+        pixels = tf.convert_to_tensor(out["mask_logits"])  # [B, m, M, M], or [..., K'] (class-coupled)
+        pixels = pixels if pixels.shape.rank == 4 else pixels[..., 0]
+        mask_pos = tf.cast(out["mask_positive"], f32)[..., None, None] * tf.ones_like(pixels)
+        terms["mask"] = loss_fns["mask"](out["mask_targets"], out["mask_logits"], sample_weight=mask_pos) / (
+            _normaliser(tf.reduce_sum(mask_pos))
+        )
+    if "keypoint_logits" in out:
+        visible = tf.cast(out["keypoint_valid"], f32)
+        terms["keypoint"] = loss_fns["keypoint"](
+            out["keypoint_targets"], out["keypoint_logits"], sample_weight=visible
+        ) / _normaliser(tf.reduce_sum(visible))
+    return terms

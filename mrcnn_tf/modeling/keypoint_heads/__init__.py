@@ -1,0 +1,1 @@
+"""Keypoint heads (role ``keypoint_head``): RoI features -> per-keypoint heatmap logits."""

@@ -1,0 +1,163 @@
+"""Keypoint targets, heatmap decoding and flip maps (Mask R-CNN §5, Detectron2's conventions).
+
+Conventions:
+
+- Keypoints are ``[..., K, 3]`` float32 ``(x, y, v)`` in *continuous* image pixels (pixel ``i``
+  covers ``[i, i + 1)``, as boxes do): a COCO file's integer keypoint ``x`` is pixel index
+  ``x``, i.e. ``x + 0.5`` here (Detectron2 adds 0.5 when loading and subtracts it when writing
+  results; :mod:`mrcnn_tf.data.coco` and :mod:`mrcnn_tf.evaluation.coco_metrics` do the same).
+  ``v``: 0 not labelled, 1 labelled but not visible, 2 visible; ``v > 0`` is a training target.
+- RoIs and boxes are ``[..., 4]`` ``[y1, x1, y2, x2]`` in the same pixels.
+- A heatmap of side ``S`` covers its RoI with ``S × S`` cells; cell ``(i, j)`` spans
+  ``[y1 + i·h/S, y1 + (i+1)·h/S) × [x1 + j·w/S, x1 + (j+1)·w/S)`` (Heckbert's d = floor(c),
+  c = d + 0.5), and is numbered ``i · S + j``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import tensorflow as tf
+
+__all__ = ["decode_heatmaps", "flip_keypoints", "flip_map", "keypoint_targets"]
+
+
+def _mirrored_names(name: str) -> list[str]:
+    """Candidate names of the mirror image of keypoint ``name`` (lower case)."""
+    out = []
+    for a, b in (("left", "right"), ("right", "left")):
+        if a in name:
+            out.append(name.replace(a, b))
+    for a, b in (("l_", "r_"), ("r_", "l_")):
+        if name.startswith(a):
+            out.append(b + name[2:])
+    for a, b in (("_l", "_r"), ("_r", "_l")):
+        if name.endswith(a):
+            out.append(name[:-2] + b)
+    return out
+
+
+def flip_map(
+    names: Sequence[str], pairs: Mapping[str, str] | Sequence[Sequence[str]] | None = None
+) -> list[int]:
+    """The permutation a horizontal flip applies to the keypoints: ``flipped[k] = kp[perm[k]]``.
+
+    Without ``pairs``, ``left_*`` swaps with ``right_*`` (also ``l_``/``r_``, ``*_left``/``*_right``,
+    ``*_l``/``*_r``, and a ``left``/``right`` anywhere in the name), as COCO's names do; names
+    without a side map to themselves. ``pairs`` (``{a: b}`` or ``[[a, b], ...]``) gives the
+    pairs explicitly.
+
+    Raises:
+        ValueError: a pair names an unknown keypoint, or a keypoint is in two pairs.
+    """
+    names = [str(n) for n in names]
+    index = {n: i for i, n in enumerate(names)}
+    perm = list(range(len(names)))
+    if pairs is not None:
+        items = list(pairs.items()) if isinstance(pairs, Mapping) else [tuple(p) for p in pairs]
+        seen: set[str] = set()
+        for pair in items:
+            if len(pair) != 2:
+                raise ValueError(f"a keypoint flip pair has two names, got {list(pair)}")
+            a, b = (str(p) for p in pair)
+            for name in (a, b):
+                if name not in index:
+                    raise ValueError(f"keypoint flip pair names '{name}', which is not a keypoint ({names})")
+                if name in seen and a != b:
+                    raise ValueError(f"keypoint '{name}' is in two flip pairs")
+                seen.add(name)
+            perm[index[a]], perm[index[b]] = index[b], index[a]
+        return perm
+    lowered = {n.lower(): i for i, n in enumerate(names)}
+    for i, name in enumerate(names):
+        for other in _mirrored_names(name.lower()):
+            if other in lowered:
+                perm[i] = lowered[other]
+                break
+    return perm
+
+
+def flip_keypoints(keypoints: tf.Tensor, width: tf.Tensor, perm: Sequence[int]) -> tf.Tensor:
+    """Mirror ``[G, K, 3]`` keypoints in an image of ``width`` columns and swap left/right.
+
+    ``x -> width - x`` (continuous pixels, exact), then ``perm`` (:func:`flip_map`) reorders
+    the keypoints so that the mirrored left hand is the right hand. Unlabelled keypoints
+    (``v == 0``) keep ``x = y = 0``.
+    """
+    keypoints = tf.convert_to_tensor(keypoints, tf.float32)
+    x, y, v = tf.unstack(keypoints, axis=-1)
+    x = tf.where(v > 0, tf.cast(width, tf.float32) - x, x)
+    flipped = tf.stack([x, y, v], axis=-1)
+    return tf.gather(flipped, list(perm), axis=-2)
+
+
+def keypoint_targets(keypoints: tf.Tensor, rois: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Each keypoint's heatmap cell in its RoI (Detectron2's ``keypoints_to_heatmap``).
+
+    A keypoint at ``x`` falls in column ``floor((x - x1) · S / w)`` (and rows alike); one exactly
+    on the RoI's right/bottom edge goes to the last cell (the RoI is half-open otherwise).
+
+    Args:
+        keypoints: ``[..., K, 3]`` float ``(x, y, v)``; rois: ``[..., 4]`` ``[y1, x1, y2, x2]``
+            (the leading dims match); size: ``S``.
+
+    Returns:
+        ``(index, valid)``: int32 ``[..., K]`` cell number ``i · S + j`` (0 where not valid) and
+        bool ``[..., K]``: labelled (``v > 0``), inside the RoI and the RoI not empty.
+    """
+    keypoints = tf.cast(keypoints, tf.float32)
+    rois = tf.cast(rois, tf.float32)[..., None, :]
+    x, y, v = tf.unstack(keypoints, axis=-1)
+    y1, x1, y2, x2 = tf.unstack(rois, axis=-1)
+    s = float(size)
+    w, h = x2 - x1, y2 - y1
+    gx = tf.floor(tf.math.divide_no_nan((x - x1) * s, w))
+    gy = tf.floor(tf.math.divide_no_nan((y - y1) * s, h))
+    gx = tf.where(tf.equal(x, x2), s - 1.0, gx)
+    gy = tf.where(tf.equal(y, y2), s - 1.0, gy)
+    valid = (gx >= 0) & (gy >= 0) & (gx < s) & (gy < s) & (v > 0) & (w > 0) & (h > 0)
+    index = tf.where(valid, tf.cast(gy, tf.int32) * size + tf.cast(gx, tf.int32), 0)
+    return index, valid
+
+
+def decode_heatmaps(logits: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
+    """Keypoints from heatmap logits: argmax cell, sub-cell refinement, softmax score.
+
+    For each keypoint, the cell ``(i, j)`` of the largest logit; then along each axis the
+    vertex of the parabola through the logits of the cell and its two neighbours (offset
+    ``(l - r) / (2 (l - 2c + r))``, within half a cell; 0 on the heatmap's border or when the
+    three are collinear); the position is the refined cell centre mapped into the box:
+    ``x = x1 + (j + 0.5 + dx) · w / S``. The score is the spatial softmax probability of the
+    argmax cell (in [0, 1], the loss's own distribution).
+
+    Args:
+        logits: ``[B, N, S, S, K]`` float heatmap logits (rows, columns, keypoints).
+        boxes: ``[B, N, 4]`` ``[y1, x1, y2, x2]`` the boxes the heatmaps cover.
+
+    Returns:
+        float32 ``[B, N, K, 3]`` ``(x, y, score)`` in the boxes' pixels.
+    """
+    logits = tf.cast(logits, tf.float32)
+    size = logits.shape[2]
+    maps = tf.transpose(logits, [0, 1, 4, 2, 3])  # [B, N, K, S, S]
+    flat = tf.reshape(maps, tf.concat([tf.shape(maps)[:3], [size * size]], 0))
+    best = tf.argmax(flat, axis=-1, output_type=tf.int32)
+    i, j = best // size, best % size
+    centre = tf.reduce_max(flat, axis=-1)
+    score = tf.exp(centre - tf.reduce_logsumexp(flat, axis=-1))
+
+    def value(ii, jj):
+        cell = tf.clip_by_value(ii, 0, size - 1) * size + tf.clip_by_value(jj, 0, size - 1)
+        return tf.gather(flat, cell[..., None], batch_dims=3)[..., 0]
+
+    def offset(before, after, inside):
+        denom = before - 2.0 * centre + after
+        step = tf.math.divide_no_nan(before - after, 2.0 * denom)
+        return tf.where(inside & (denom < 0), tf.clip_by_value(step, -0.5, 0.5), 0.0)
+
+    dx = offset(value(i, j - 1), value(i, j + 1), (j > 0) & (j < size - 1))
+    dy = offset(value(i - 1, j), value(i + 1, j), (i > 0) & (i < size - 1))
+    y1, x1, y2, x2 = tf.unstack(tf.cast(boxes, tf.float32)[:, :, None, :], axis=-1)
+    x = x1 + (tf.cast(j, tf.float32) + 0.5 + dx) * (x2 - x1) / size
+    y = y1 + (tf.cast(i, tf.float32) + 0.5 + dy) * (y2 - y1) / size
+    return tf.stack([x, y, score], axis=-1)
