@@ -2,7 +2,8 @@
 
 Readers never stop at the first bad item and never fix things silently. Each finding is a
 :class:`Problem` with an ``action``: ``dropped`` (the item is left out), ``refused`` (a path
-that escapes the image folder), ``clipped`` or ``fixed`` (kept after a correction). The
+that escapes the image folder), ``clipped`` or ``fixed`` (kept after a correction), ``kept``
+(kept as it is, but worth a look). The
 default is to carry on and print :meth:`DataReport.summary`; ``strict`` turns any finding into
 a :class:`DatasetError` that lists them.
 """
@@ -17,7 +18,7 @@ from registry.errors import UserError
 __all__ = ["DataReport", "DatasetError", "Problem"]
 
 #: Findings that keep the item (after a correction).
-KEPT_ACTIONS = ("clipped", "fixed")
+KEPT_ACTIONS = ("clipped", "fixed", "kept")
 
 
 class DatasetError(UserError, ValueError):
@@ -30,7 +31,7 @@ class Problem:
 
     Attributes:
         kind: a short key, e.g. ``missing_file``, ``short_polygon``, ``box_clipped``.
-        action: ``dropped`` | ``refused`` | ``clipped`` | ``fixed``.
+        action: ``dropped`` | ``refused`` | ``clipped`` | ``fixed`` | ``kept``.
         message: what is wrong and how to fix it.
         image_id: the image's ``id`` in the annotation file, if any.
         annotation_id: the annotation's ``id`` (or ``"annotations[i]"`` when it has none).

@@ -15,74 +15,19 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
-__all__ = ["decode_heatmaps", "flip_keypoints", "flip_map", "keypoint_targets"]
-
-
-def _mirrored_names(name: str) -> list[str]:
-    """Candidate names of the mirror image of keypoint ``name`` (lower case)."""
-    out = []
-    for a, b in (("left", "right"), ("right", "left")):
-        if a in name:
-            out.append(name.replace(a, b))
-    for a, b in (("l_", "r_"), ("r_", "l_")):
-        if name.startswith(a):
-            out.append(b + name[2:])
-    for a, b in (("_l", "_r"), ("_r", "_l")):
-        if name.endswith(a):
-            out.append(name[:-2] + b)
-    return out
-
-
-def flip_map(
-    names: Sequence[str], pairs: Mapping[str, str] | Sequence[Sequence[str]] | None = None
-) -> list[int]:
-    """The permutation a horizontal flip applies to the keypoints: ``flipped[k] = kp[perm[k]]``.
-
-    Without ``pairs``, ``left_*`` swaps with ``right_*`` (also ``l_``/``r_``, ``*_left``/``*_right``,
-    ``*_l``/``*_r``, and a ``left``/``right`` anywhere in the name), as COCO's names do; names
-    without a side map to themselves. ``pairs`` (``{a: b}`` or ``[[a, b], ...]``) gives the
-    pairs explicitly.
-
-    Raises:
-        ValueError: a pair names an unknown keypoint, or a keypoint is in two pairs.
-    """
-    names = [str(n) for n in names]
-    index = {n: i for i, n in enumerate(names)}
-    perm = list(range(len(names)))
-    if pairs is not None:
-        items = list(pairs.items()) if isinstance(pairs, Mapping) else [tuple(p) for p in pairs]
-        seen: set[str] = set()
-        for pair in items:
-            if len(pair) != 2:
-                raise ValueError(f"a keypoint flip pair has two names, got {list(pair)}")
-            a, b = (str(p) for p in pair)
-            for name in (a, b):
-                if name not in index:
-                    raise ValueError(f"keypoint flip pair names '{name}', which is not a keypoint ({names})")
-                if name in seen and a != b:
-                    raise ValueError(f"keypoint '{name}' is in two flip pairs")
-                seen.add(name)
-            perm[index[a]], perm[index[b]] = index[b], index[a]
-        return perm
-    lowered = {n.lower(): i for i, n in enumerate(names)}
-    for i, name in enumerate(names):
-        for other in _mirrored_names(name.lower()):
-            if other in lowered:
-                perm[i] = lowered[other]
-                break
-    return perm
+__all__ = ["decode_heatmaps", "flip_keypoints", "keypoint_targets"]
 
 
 def flip_keypoints(keypoints: tf.Tensor, width: tf.Tensor, perm: Sequence[int]) -> tf.Tensor:
     """Mirror ``[G, K, 3]`` keypoints in an image of ``width`` columns and swap left/right.
 
-    ``x -> width - x`` (continuous pixels, exact), then ``perm`` (:func:`flip_map`) reorders
-    the keypoints so that the mirrored left hand is the right hand. Unlabelled keypoints
-    (``v == 0``) keep ``x = y = 0``.
+    ``x -> width - x`` (continuous pixels, exact), then ``perm``
+    (:func:`mrcnn_tf.data.coco_keypoints.flip_map`) reorders the keypoints so that the mirrored
+    left hand is the right hand. Unlabelled keypoints (``v == 0``) keep ``x = y = 0``.
     """
     keypoints = tf.convert_to_tensor(keypoints, tf.float32)
     x, y, v = tf.unstack(keypoints, axis=-1)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mrcnn_tf.data.coco_keypoints import flip_map
 from mrcnn_tf.modeling.detectors import targets as target_ops
 from mrcnn_tf.ops import keypoints as kp_ops
 
@@ -144,15 +145,15 @@ def test_decode_recovers_a_gaussian_peak_between_cells():
 
 
 def test_coco_flip_map_from_names():
-    assert kp_ops.flip_map(COCO_NAMES) == COCO_FLIP
+    assert flip_map(COCO_NAMES) == COCO_FLIP
     names = ["head", "hand_l", "hand_r", "l_foot", "r_foot", "LeftKnee", "RightKnee"]
-    assert kp_ops.flip_map(names) == [0, 2, 1, 4, 3, 6, 5]
-    assert kp_ops.flip_map(["a", "b", "c"], pairs=[["a", "c"]]) == [2, 1, 0]
-    assert kp_ops.flip_map(["a", "b", "c"], pairs={"b": "c"}) == [0, 2, 1]
+    assert flip_map(names) == [0, 2, 1, 4, 3, 6, 5]
+    assert flip_map(["a", "b", "c"], pairs=[["a", "c"]]) == [2, 1, 0]
+    assert flip_map(["a", "b", "c"], pairs={"b": "c"}) == [0, 2, 1]
     with pytest.raises(ValueError, match="'z', which is not a keypoint"):
-        kp_ops.flip_map(["a", "b"], pairs=[["a", "z"]])
+        flip_map(["a", "b"], pairs=[["a", "z"]])
     with pytest.raises(ValueError, match="two flip pairs"):
-        kp_ops.flip_map(["a", "b", "c"], pairs=[["a", "b"], ["b", "c"]])
+        flip_map(["a", "b", "c"], pairs=[["a", "b"], ["b", "c"]])
 
 
 def test_flip_keypoints_mirrors_and_swaps_sides():
@@ -160,10 +161,10 @@ def test_flip_keypoints_mirrors_and_swaps_sides():
     kps = tf.constant(
         [[[10.5, 4.0, 2.0], [8.0, 3.0, 1.0], [12.25, 3.0, 2.0]], [[0, 0, 0], [5, 5, 2], [0, 0, 0]]]
     )
-    got = kp_ops.flip_keypoints(kps, 40, kp_ops.flip_map(names)).numpy()
+    got = kp_ops.flip_keypoints(kps, 40, flip_map(names)).numpy()
     want = np.array([[[29.5, 4, 2], [27.75, 3, 2], [32, 3, 1]], [[0, 0, 0], [0, 0, 0], [35, 5, 2]]])
     np.testing.assert_allclose(got, want)
-    back = kp_ops.flip_keypoints(tf.constant(got), 40, kp_ops.flip_map(names)).numpy()
+    back = kp_ops.flip_keypoints(tf.constant(got), 40, flip_map(names)).numpy()
     np.testing.assert_allclose(back, kps.numpy())
 
 
