@@ -9,6 +9,8 @@ A *raw example* is one image with its ground truth, before resizing and augmenta
 - ``classes``: int32 ``[G]``, contiguous class ids ``1..K``.
 - ``masks``: uint8 ``[G, S, S]`` of 0/1, each cropped to its box: cell ``(i, j)`` holds the
   mask at the pixel under the cell's centre (see :func:`mrcnn_tf.data.rle.crop_rle`).
+- ``keypoints`` (datasets with keypoints only): float32 ``[G, K, 3]`` ``(x, y, v)`` in
+  continuous pixels of ``image`` (see :mod:`mrcnn_tf.ops.keypoints`).
 
 Crowd regions are not in ``boxes`` (they are not training targets); they stay in
 :meth:`DetectionDataset.coco_dict` for evaluation.
@@ -19,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mrcnn_tf.data.category_map import CategoryMap
+from mrcnn_tf.data.coco_keypoints import KeypointSchema
 from mrcnn_tf.data.report import DataReport
 
 if TYPE_CHECKING:
@@ -27,17 +30,20 @@ if TYPE_CHECKING:
 __all__ = ["DetectionDataset", "epoch_indices", "raw_example_spec", "with_shard_policy"]
 
 
-def raw_example_spec(mask_size: int) -> dict[str, Any]:
-    """``tf.TensorSpec`` of each raw-example key."""
+def raw_example_spec(mask_size: int, num_keypoints: int = 0) -> dict[str, Any]:
+    """``tf.TensorSpec`` of each raw-example key (``keypoints`` only when ``num_keypoints > 0``)."""
     import tensorflow as tf
 
-    return {
+    spec = {
         "image": tf.TensorSpec([None, None, 3], tf.uint8),
         "image_id": tf.TensorSpec([], tf.int64),
         "boxes": tf.TensorSpec([None, 4], tf.float32),
         "classes": tf.TensorSpec([None], tf.int32),
         "masks": tf.TensorSpec([None, mask_size, mask_size], tf.uint8),
     }
+    if num_keypoints:
+        spec["keypoints"] = tf.TensorSpec([None, num_keypoints, 3], tf.float32)
+    return spec
 
 
 def epoch_indices(
@@ -103,11 +109,19 @@ class DetectionDataset:
 
     category_map: CategoryMap
     report: DataReport
+    #: The keypoints of the instances (:class:`~mrcnn_tf.data.coco_keypoints.KeypointSchema`),
+    #: None for a dataset without keypoints.
+    keypoints: KeypointSchema | None = None
 
     @property
     def num_classes(self) -> int:
         """``K``: foreground classes, numbered ``1..K``."""
         return self.category_map.num_classes
+
+    @property
+    def num_keypoints(self) -> int:
+        """Keypoints per instance (0 without keypoints)."""
+        return 0 if self.keypoints is None else self.keypoints.num_keypoints
 
     def __len__(self) -> int:
         raise NotImplementedError

@@ -51,10 +51,12 @@ def build_input_pipeline(config: Mapping[str, Any]) -> InputPipeline:
 
 
 def check_num_classes(config: Mapping[str, Any], dataset: DetectionDataset) -> int:
-    """The dataset's ``K``, after checking it against ``model.num_classes`` / ``data.num_classes``.
+    """The dataset's ``K``, after checking it against ``model.num_classes`` / ``data.num_classes``
+    (and, for a model with a keypoint head, ``model.num_keypoints`` against the dataset's).
 
     Raises:
-        ConfigError: the config names a different number of classes than the dataset has.
+        ConfigError: the config names a different number of classes (or keypoints) than the
+            dataset has, or a keypoint head for a dataset without keypoints.
     """
     for key in ("model", "data"):
         given = (config.get(key) or {}).get("num_classes")
@@ -65,5 +67,21 @@ def check_num_classes(config: Mapping[str, Any], dataset: DetectionDataset) -> i
                 f"{', ...' if dataset.num_classes > 10 else ''}); "
                 f"set it to {dataset.num_classes} or leave it out",
                 key=f"{key}.num_classes",
+            )
+    model = config.get("model") or {}
+    if model.get("keypoint_head") is not None:
+        given = model.get("num_keypoints")
+        if not dataset.num_keypoints:
+            raise ConfigError(
+                "is set, but the dataset has no keypoints (no category has a 'keypoints' list, as COCO's "
+                "person_keypoints files do); use a keypoint dataset or set model.keypoint_head: null",
+                key="model.keypoint_head",
+            )
+        if given != dataset.num_keypoints:
+            names = ", ".join(dataset.keypoints.names[:6])
+            raise ConfigError(
+                f"is {given!r} but the dataset's instances have {dataset.num_keypoints} keypoints ({names}"
+                f"{', ...' if dataset.num_keypoints > 6 else ''}); set it to {dataset.num_keypoints}",
+                key="model.num_keypoints",
             )
     return dataset.num_classes

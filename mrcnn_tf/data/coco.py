@@ -21,6 +21,7 @@ import pycocotools.mask as mask_utils
 from mrcnn_tf.data.base import DetectionDataset, epoch_indices, raw_example_spec, with_shard_policy
 from mrcnn_tf.data.category_map import CategoryMap
 from mrcnn_tf.data.coco_checks import check_box, check_file_name, check_segmentation, is_int
+from mrcnn_tf.data.coco_keypoints import check_keypoints, keypoint_schema, keypoints_to_coco
 from mrcnn_tf.data.images import load_rgb, probe_image
 from mrcnn_tf.data.report import DataReport, DatasetError
 from mrcnn_tf.data.rle import crop_rle, segmentation_to_counts, segmentation_to_rle
@@ -44,6 +45,8 @@ class Instance:
         box: ``[y1, x1, y2, x2]`` in pixels, clipped to the image.
         segmentation: polygons (bad ones removed) or RLE, in the file's frame.
         raw: the annotation as it was in the file (for :meth:`CocoDataset.coco_dict`).
+        keypoints: float32 ``[K, 3]`` checked keypoints (:mod:`mrcnn_tf.data.coco_keypoints`),
+            None when the dataset has no keypoints.
     """
 
     annotation_id: object
@@ -51,6 +54,7 @@ class Instance:
     box: list[float]
     segmentation: object
     raw: dict
+    keypoints: np.ndarray | None = None
 
 
 @dataclass
@@ -150,7 +154,9 @@ class CocoDataset(DetectionDataset):
     """A COCO instances file and its image folder, checked and ready for the input pipeline.
 
     Polygons (one or several per instance), uncompressed and compressed RLE are read;
-    ``iscrowd`` regions are kept for evaluation but are not training targets.
+    ``iscrowd`` regions are kept for evaluation but are not training targets. A
+    ``person_keypoints`` file (categories with ``keypoints`` and ``skeleton``) also gives each
+    instance its keypoints (:mod:`mrcnn_tf.data.coco_keypoints`).
 
     Args:
         annotations: the instances JSON file.
@@ -162,6 +168,10 @@ class CocoDataset(DetectionDataset):
         verify_images: decode every image fully at load (finds truncated files; slow); by
             default only headers are read, and a file that fails to decode later is skipped
             with a warning that names it.
+        keypoint_flip_pairs: ``[[left, right], ...]`` keypoint names a horizontal flip swaps;
+            by default derived from the names (``left_*`` <-> ``right_*``...).
+        keypoint_sigmas: per-keypoint OKS sigmas for keypoint AP; by default the categories'
+            ``keypoint_sigmas``, COCO's for its 17 person keypoints, else 0.05 each.
     """
 
     def __init__(
@@ -171,6 +181,8 @@ class CocoDataset(DetectionDataset):
         strict: bool = False,
         skip_empty: bool = False,
         verify_images: bool = False,
+        keypoint_flip_pairs: list | dict | None = None,
+        keypoint_sigmas: list[float] | None = None,
     ):
         self.annotations = Path(annotations)
         self.images = Path(images)
@@ -183,6 +195,7 @@ class CocoDataset(DetectionDataset):
         self.report = DataReport(str(self.annotations))
         categories = _foreground_categories(self.annotations, data["categories"], self.report)
         self.category_map = _category_map(self.annotations, categories)
+        self.keypoints = keypoint_schema(self.annotations, categories, keypoint_flip_pairs, keypoint_sigmas)
         self._info = {k: data[k] for k in ("info", "licenses") if k in data}
         self._categories = categories
         self.records = self._read(data)
@@ -414,7 +427,15 @@ class CocoDataset(DetectionDataset):
             report.add(kind, action, message, image_id=image_id, annotation_id=ann_id)
         if box is None or segmentation is None:
             return None, image_id, crowd
-        return Instance(ann_id, to_contiguous[category_id], box, segmentation, ann), image_id, crowd
+        keypoints = None
+        if self.keypoints is not None:
+            keypoints, kp_findings = check_keypoints(
+                ann.get("keypoints"), self.keypoints.num_keypoints, record.width, record.height, box
+            )
+            for kind, action, message in [] if crowd else kp_findings:
+                report.add(kind, action, message, image_id=image_id, annotation_id=ann_id)
+        instance = Instance(ann_id, to_contiguous[category_id], box, segmentation, ann, keypoints)
+        return instance, image_id, crowd
 
     # ---------------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -437,13 +458,19 @@ class CocoDataset(DetectionDataset):
         masks = np.zeros((len(record.instances), mask_size, mask_size), np.uint8)
         for i, inst in enumerate(record.instances):
             masks[i] = crop_rle(segmentation_to_counts(inst.segmentation, h, w), h, w, inst.box, mask_size)
-        return {
+        example = {
             "image": image,
             "image_id": np.int64(record.image_id),
             "boxes": np.asarray([i.box for i in record.instances], np.float32).reshape(-1, 4),
             "classes": np.asarray([i.class_id for i in record.instances], np.int32),
             "masks": masks,
         }
+        if self.keypoints is not None:
+            k = self.keypoints.num_keypoints
+            example["keypoints"] = np.asarray([i.keypoints for i in record.instances], np.float32).reshape(
+                -1, k, 3
+            )
+        return example
 
     def _load_or_skip(self, index: np.ndarray, mask_size: int):
         try:
@@ -467,9 +494,14 @@ class CocoDataset(DetectionDataset):
                 "boxes": np.zeros((0, 4), np.float32),
                 "classes": np.zeros((0,), np.int32),
                 "masks": np.zeros((0, mask_size, mask_size), np.uint8),
+                "keypoints": np.zeros((0, self.num_keypoints, 3), np.float32),
             }
             ok = False
-        return ex["image"], ex["image_id"], ex["boxes"], ex["classes"], ex["masks"], np.bool_(ok)
+        return (*(ex[k] for k in self._example_keys()), np.bool_(ok))
+
+    def _example_keys(self) -> tuple[str, ...]:
+        keys = ("image", "image_id", "boxes", "classes", "masks")
+        return keys + (("keypoints",) if self.keypoints is not None else ())
 
     def tf_dataset(
         self,
@@ -502,14 +534,14 @@ class CocoDataset(DetectionDataset):
             shard_index=shards[1],
             skip=skip,
         )
-        spec = raw_example_spec(mask_size)
-        keys = ("image", "image_id", "boxes", "classes", "masks")
+        spec = raw_example_spec(mask_size, self.num_keypoints)
+        keys = self._example_keys()
 
         def load(index):
             values = tf.numpy_function(
                 lambda i: self._load_or_skip(i, mask_size),
                 [index],
-                [tf.uint8, tf.int64, tf.float32, tf.int32, tf.uint8, tf.bool],
+                [spec[k].dtype for k in keys] + [tf.bool],
                 stateful=False,
             )
             example = {}
@@ -563,6 +595,7 @@ class CocoDataset(DetectionDataset):
                         "segmentation": inst.segmentation,
                         "area": float(area),
                         "iscrowd": crowd,
+                        **({} if inst.keypoints is None else keypoints_to_coco(inst.keypoints)),
                     }
                 )
         return {**self._info, "images": images, "annotations": annotations, "categories": self._categories}

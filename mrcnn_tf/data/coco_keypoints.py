@@ -25,6 +25,7 @@ __all__ = [
     "check_keypoints",
     "flip_map",
     "keypoint_schema",
+    "keypoints_to_coco",
 ]
 
 COCO_PERSON_KEYPOINTS = (
@@ -262,3 +263,12 @@ def check_keypoints(
             )
         out[j] = (cx, cy, v)
     return out, findings
+
+
+def keypoints_to_coco(keypoints: np.ndarray) -> dict:
+    """``{"keypoints": [x, y, v, ...], "num_keypoints": n}`` in the file's integer-pixel frame
+    from checked ``[K, 3]`` keypoints (``x - 0.5``; unlabelled ones ``0, 0, 0``)."""
+    flat = []
+    for x, y, v in np.asarray(keypoints, np.float64):
+        flat += [float(x) - 0.5, float(y) - 0.5, int(v)] if v > 0 else [0, 0, 0]
+    return {"keypoints": flat, "num_keypoints": int((np.asarray(keypoints)[:, 2] > 0).sum())}

@@ -10,7 +10,9 @@ reads, so ``model.fit(pipeline(dataset, training=True))`` works as it is:
   ``gt_classes``: int32 ``[B, N]`` ``1..K`` and ``0`` for padding (the validity mask);
   ``gt_masks``: uint8 ``[B, N, S, S]`` cropped to ``gt_mask_boxes`` float32 ``[B, N, 4]``,
   which equal ``gt_boxes`` unless a scale-jitter crop cut the box (then they reach outside the
-  image, and the mask stays exact); ``N = max_instances``.
+  image, and the mask stays exact); ``N = max_instances``; for datasets with keypoints,
+  ``gt_keypoints`` float32 ``[B, N, K, 3]`` ``(x, y, v)`` in pixels of ``images`` (flipped images
+  swap left and right keypoints by the dataset's flip map).
 - ``sample_seed``: int32 ``[B, 2]`` (training): each example's seed for the model's anchor and
   RoI sampling, so that training does not depend on how batches are split between replicas.
 
@@ -152,8 +154,13 @@ class InputPipeline:
             min_size = tf.gather(choices, pick)
         return T.short_side_size(height, width, min_size, self.max_size, self.size_rounding)
 
-    def transform(self, example: dict, seed: tf.Tensor, training: bool) -> dict:
-        """One raw example -> one padded, augmented example (see the module docstring)."""
+    def transform(
+        self, example: dict, seed: tf.Tensor, training: bool, keypoint_flip: Sequence[int] | None = None
+    ) -> dict:
+        """One raw example -> one padded, augmented example (see the module docstring).
+
+        ``keypoint_flip``: the dataset's keypoint flip map, for examples with ``keypoints``.
+        """
         seeds = tf.random.experimental.stateless_split(seed, 4)
         image = example["image"]
         shape = tf.shape(image)
@@ -167,6 +174,8 @@ class InputPipeline:
             "classes": example["classes"],
             "masks": example["masks"],
         }
+        if "keypoints" in example:
+            instances["keypoints"] = T.scale_keypoints(example["keypoints"], ratio)
         if self.output_size is not None:  # random crop to the output size (a no-op if it fits)
             window = tf.minimum(size, self.output_size)
             room = tf.cast(size - window, tf.float32)
@@ -180,7 +189,9 @@ class InputPipeline:
         if training and self.flip_prob > 0:
             flip = tf.random.stateless_uniform([], seed=seeds[2]) < self.flip_prob
             image, instances = tf.cond(
-                flip, lambda: T.flip_left_right(image, instances, size[1]), lambda: (image, instances)
+                flip,
+                lambda: T.flip_left_right(image, instances, size[1], keypoint_flip),
+                lambda: (image, instances),
             )
         image = tf.clip_by_value(image, 0.0, 255.0)
         image = tf.cast(tf.round(image), tf.uint8) if self.uint8_images else tf.cast(image, tf.float32)
@@ -193,6 +204,8 @@ class InputPipeline:
             "gt_masks": instances["masks"],
             "gt_mask_boxes": instances["mask_boxes"],
         }
+        if "keypoints" in instances:
+            out["gt_keypoints"] = instances["keypoints"]
         if training:  # the model's anchor/RoI sampling seed: a function of this example only
             out["sample_seed"] = tf.cast(tf.random.experimental.stateless_fold_in(seed, 7), tf.int32)
         else:
@@ -239,6 +252,8 @@ class InputPipeline:
             (input_context.num_input_pipelines, input_context.input_pipeline_id) if input_context else (1, 0)
         )
         base = tf.constant([self.seed, 0], tf.int64)
+        schema = getattr(dataset, "keypoints", None)
+        flip = None if schema is None else list(schema.flip_map)
 
         def transform(index, example):
             # Seeds follow the example's position in the global stream (shard k of n holds
@@ -246,7 +261,7 @@ class InputPipeline:
             # augments and samples an example as one machine would.
             position = index * shards + shard
             seed = tf.cast(tf.random.experimental.stateless_fold_in(base, position), tf.int32)
-            return self.transform(example, seed, training)
+            return self.transform(example, seed, training, flip)
 
         ds = raw.enumerate(start=skip_batches * batch).map(
             transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True

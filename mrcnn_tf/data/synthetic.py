@@ -167,6 +167,23 @@ def generate_synthetic_coco(
         "seed": seed,
         "split": split,
     }
+    categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)]
+
+    def make(rng, image_id, next_ann_id):
+        return _image_and_annotations(rng, image_id, image_size, min_instances, max_instances, next_ann_id)
+
+    return write_coco_split(root, split, params, make, categories, "mrcnn_tf synthetic shapes")
+
+
+def write_coco_split(root: Path, split: str, params: dict, make, categories: list, description: str):
+    """Write (or reuse) ``root/annotations/instances_<split>.json`` and ``root/<split>/<id>.png``.
+
+    ``make(rng, image_id, next_annotation_id)`` returns ``(uint8 image [H, W, 3], annotations)``
+    for ``params["num_images"]`` images; ``rng`` is seeded with ``params["seed"]`` and the split.
+    A split made with the same ``params`` is reused; one made with others is never overwritten
+    (:class:`DatasetError`). The images go to a staging folder first and the annotation file
+    last, so an interrupted run leaves no annotation file (and is redone).
+    """
     ann_path, images_dir = root / "annotations" / f"instances_{split}.json", root / split
     if ann_path.exists():
         with open(ann_path, encoding="utf-8") as handle:
@@ -177,23 +194,21 @@ def generate_synthetic_coco(
                 "(nothing was overwritten)"
             )
         return ann_path, images_dir
-    rng = np.random.default_rng([seed, _SPLITS[split]])
+    rng = np.random.default_rng([params["seed"], _SPLITS[split]])
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=root))
     images, annotations = [], []
-    for image_id in range(num_images):
-        image, anns = _image_and_annotations(
-            rng, image_id, image_size, min_instances, max_instances, len(annotations) + 1
-        )
+    for image_id in range(params["num_images"]):
+        image, anns = make(rng, image_id, len(annotations) + 1)
         name = f"{image_id:06d}.png"
         Image.fromarray(image).save(staging / name)
-        images.append({"id": image_id, "file_name": name, "width": image_size, "height": image_size})
+        images.append({"id": image_id, "file_name": name, "width": image.shape[1], "height": image.shape[0]})
         annotations.extend(anns)
     data = {
-        "info": {"description": "mrcnn_tf synthetic shapes", "mrcnn_tf_synthetic": params},
+        "info": {"description": description, "mrcnn_tf_synthetic": params},
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)],
+        "categories": categories,
     }
     if images_dir.exists():  # left over from an interrupted run (there is no annotation file)
         shutil.rmtree(images_dir)

@@ -5,7 +5,8 @@ pixels of the image (pixel ``i`` covers ``[i, i + 1)``); ``masks`` ``[G, S, S]``
 their boxes (see :mod:`mrcnn_tf.data.base`). Because masks live in box coordinates, resizing
 the image leaves them unchanged and a horizontal flip reverses their columns: both are exact.
 A crop that cuts a box clips the box but keeps the mask's frame in ``mask_boxes``.
-``Instances`` is a dict of ``boxes``, ``mask_boxes``, ``classes`` and ``masks``.
+``Instances`` is a dict of ``boxes``, ``mask_boxes``, ``classes``, ``masks`` and, for datasets
+with keypoints, ``keypoints`` ``[G, K, 3]`` ``(x, y, v)`` (:mod:`mrcnn_tf.ops.keypoints`).
 Random choices take a stateless ``seed`` (int32 ``[2]``), so a pipeline is reproducible.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import tensorflow as tf
+
+from mrcnn_tf.ops.keypoints import flip_keypoints
 
 __all__ = [
     "Instances",
@@ -84,28 +87,51 @@ def flip_boxes(boxes: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     return tf.stack([y1, w - x2, y2, w - x1], axis=-1)
 
 
-def flip_left_right(image: tf.Tensor, instances: Instances, width: tf.Tensor) -> tuple[tf.Tensor, Instances]:
-    """Mirror an image of ``width`` columns with its instances (exact: masks reverse columns)."""
+def flip_left_right(
+    image: tf.Tensor, instances: Instances, width: tf.Tensor, keypoint_flip: Sequence[int] | None = None
+) -> tuple[tf.Tensor, Instances]:
+    """Mirror an image of ``width`` columns with its instances (exact: masks reverse columns).
+
+    Keypoints are mirrored and reordered by ``keypoint_flip`` (left <-> right; see
+    :func:`mrcnn_tf.data.coco_keypoints.flip_map`), which they then need.
+    """
     flipped = dict(instances)
     flipped["boxes"] = flip_boxes(instances["boxes"], width)
     flipped["mask_boxes"] = flip_boxes(instances["mask_boxes"], width)
     flipped["masks"] = instances["masks"][:, :, ::-1]
+    if "keypoints" in instances:
+        if keypoint_flip is None:
+            raise ValueError("flipping keypoints needs their flip map (keypoint_flip)")
+        flipped["keypoints"] = flip_keypoints(instances["keypoints"], width, keypoint_flip)
     return image[:, ::-1], flipped
+
+
+def scale_keypoints(keypoints: tf.Tensor, ratio: tf.Tensor) -> tf.Tensor:
+    """``[G, K, 3]`` keypoints of an image resized by ``ratio`` ``[2]`` (y, x output px per input px)."""
+    return keypoints * tf.stack([ratio[1], ratio[0], 1.0])
 
 
 def crop_instances(instances: Instances, offset: tf.Tensor, size: tf.Tensor) -> Instances:
     """The instances of the window ``[offset, offset + size)`` of an image.
 
-    Boxes are shifted and clipped to the window, and removed when nothing is left. The masks
-    are not touched: ``mask_boxes`` keep the shifted, *unclipped* boxes the masks are cropped
-    to (the model builds its mask targets from those), so a crop costs no mask accuracy.
+    Boxes are shifted and clipped to the window, and removed when nothing is left. Keypoints
+    are shifted; those outside the window become unlabelled. The masks are not touched:
+    ``mask_boxes`` keep the shifted, *unclipped* boxes the masks are cropped to (the model
+    builds its mask targets from those), so a crop costs no mask accuracy.
     """
-    offset = tf.tile(tf.cast(offset, tf.float32), [2])[None]
+    shift = tf.cast(offset, tf.float32)
+    offset = tf.tile(shift, [2])[None]
     limit = tf.tile(tf.cast(size, tf.float32), [2])[None]
     boxes = tf.clip_by_value(instances["boxes"] - offset, 0.0, limit)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     cropped = {"boxes": boxes, "mask_boxes": instances["mask_boxes"] - offset}
     cropped.update({k: instances[k] for k in ("classes", "masks")})
+    if "keypoints" in instances:  # keypoints the window cuts off become unlabelled (Detectron2)
+        kp = instances["keypoints"]
+        x, y = kp[..., 0] - shift[1], kp[..., 1] - shift[0]
+        h, w = tf.cast(size[0], tf.float32), tf.cast(size[1], tf.float32)
+        inside = (kp[..., 2] > 0) & (x >= 0) & (y >= 0) & (x <= w) & (y <= h)
+        cropped["keypoints"] = tf.where(inside[..., None], tf.stack([x, y, kp[..., 2]], -1), 0.0)
     return {k: tf.boolean_mask(v, keep) for k, v in cropped.items()}
 
 
