@@ -124,6 +124,7 @@ BUILTIN_MODULES = (
     "mrcnn_tf.modeling.detectors.mask_rcnn",
     "mrcnn_tf.data.coco",
     "mrcnn_tf.data.synthetic",
+    "mrcnn_tf.data.synthetic_keypoints",
     "mrcnn_tf.data.tfrecord",
     "mrcnn_tf.training.optimizers",
     "mrcnn_tf.training.schedules",

@@ -2,7 +2,7 @@
 
 Model outputs live in the frame of the resized, padded input; COCO results live in the
 original image with the dataset's own category ids. :func:`detections_to_coco` maps one to
-the other; :func:`coco_metrics` runs ``COCOeval`` for ``bbox`` and ``segm``.
+the other; :func:`coco_metrics` runs ``COCOeval`` for ``bbox``, ``segm`` and ``keypoints`` (OKS).
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import numpy as np
 
 #: The 12 numbers of ``COCOeval.summarize()``, in its order.
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+#: The 10 numbers of ``COCOeval.summarize()`` for ``keypoints`` (no small objects: too few pixels).
+KEYPOINT_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 IOU_TYPES = ("bbox", "segm")
+ALL_IOU_TYPES = ("bbox", "segm", "keypoints")
 
 
 def encode_crop(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> dict:
@@ -43,7 +46,8 @@ def detections_to_coco(
     Args:
         outputs: the model's inference outputs (NumPy): ``boxes [B, D, 4]`` ``[y1, x1, y2, x2]``
             in input pixels, ``scores [B, D]``, ``classes [B, D]`` (1..K), ``num_detections [B]``
-            and optionally ``masks [B, D, M, M]`` box-relative probabilities.
+            and optionally ``masks [B, D, M, M]`` box-relative probabilities and ``keypoints
+            [B, D, K, 3]`` ``(x, y, score)`` in input pixels (continuous).
         batch: the evaluation batch: ``image_id [B]``, ``original_size [B, 2]`` and
             ``image_scale [B, 2]`` (input pixels per original pixel, y and x).
         to_dataset_ids: ``to_dataset_ids[k]`` is the dataset's category id of class ``k``
@@ -56,6 +60,8 @@ def detections_to_coco(
         original pixels (clipped to the image), ``score`` and, with masks, ``segmentation`` as
         compressed RLE of the mask pasted into the original image. Masks are pasted one at a
         time over their box's region (memory: one image-sized mask, whatever the image size).
+        With keypoints, ``keypoints`` ``[x, y, score, ...]`` in original pixels in COCO's integer
+        pixel-index frame (continuous ``x - 0.5``, as Detectron2 writes them).
     """
     from mrcnn_tf.ops.masks import paste_mask_crop
 
@@ -85,12 +91,19 @@ def detections_to_coco(
                     mask_paste,
                 )
                 result["segmentation"] = encode_crop(crop, y0, x0, height, width)
+            if "keypoints" in outputs:
+                kp = np.asarray(outputs["keypoints"][b, i], np.float64)
+                xy = kp[:, :2] / np.array([sx, sy]) - 0.5
+                result["keypoints"] = [float(v) for v in np.concatenate([xy, kp[:, 2:]], 1).reshape(-1)]
             results.append(result)
     return results
 
 
 def coco_metrics(
-    ground_truth: Mapping, results: Sequence[Mapping], iou_types: Sequence[str] = IOU_TYPES
+    ground_truth: Mapping,
+    results: Sequence[Mapping],
+    iou_types: Sequence[str] = IOU_TYPES,
+    keypoint_sigmas: Sequence[float] | None = None,
 ) -> tuple[dict[str, dict[str, float]], str]:
     """Run ``COCOeval`` and return ``({iou_type: {AP: ..., AP50: ..., ...}}, summary text)``.
 
@@ -99,7 +112,9 @@ def coco_metrics(
             dataset's :meth:`~mrcnn_tf.data.base.DetectionDataset.coco_dict`.
         results: COCO result dicts (see :func:`detections_to_coco`); may be empty (every AP is
             then 0 and the summary says so; pycocotools itself cannot load an empty list).
-        iou_types: ``bbox`` and/or ``segm`` (segm needs ``segmentation`` in the results).
+        iou_types: ``bbox``, ``segm`` and/or ``keypoints`` (segm needs ``segmentation`` in the
+            results, keypoints ``keypoints``; keypoint AP is over the categories that have
+            ``keypoints``, with OKS sigmas ``keypoint_sigmas``, COCO's 17 by default).
 
     Values are pycocotools' (-1 where a number is undefined, e.g. no large objects).
     """
@@ -114,22 +129,40 @@ def coco_metrics(
     metrics: dict[str, dict[str, float]] = {}
     lines = []
     for iou_type in iou_types:
-        if iou_type not in IOU_TYPES:
-            raise ValueError(f"iou_type must be one of {IOU_TYPES}, got '{iou_type}'")
+        if iou_type not in ALL_IOU_TYPES:
+            raise ValueError(f"iou_type must be one of {ALL_IOU_TYPES}, got '{iou_type}'")
+        names = KEYPOINT_STAT_NAMES if iou_type == "keypoints" else STAT_NAMES
         lines.append(f"{iou_type}:")
         if not results:
-            metrics[iou_type] = dict.fromkeys(STAT_NAMES, 0.0)
+            metrics[iou_type] = dict.fromkeys(names, 0.0)
             lines.append("  no detections: every AP and AR is 0")
             continue
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
             dt = gt.loadRes(copy.deepcopy(list(results)))
             evaluator = COCOeval(gt, dt, iou_type)
+            if iou_type == "keypoints":
+                _keypoint_params(evaluator, gt, keypoint_sigmas)
             evaluator.evaluate()
             evaluator.accumulate()
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
             evaluator.summarize()
         lines.extend("  " + line for line in summary.getvalue().splitlines() if line.strip())
-        metrics[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, evaluator.stats, strict=True)}
+        metrics[iou_type] = {name: float(v) for name, v in zip(names, evaluator.stats, strict=True)}
     return metrics, "\n".join(lines)
+
+
+def _keypoint_params(evaluator, gt, sigmas: Sequence[float] | None) -> None:
+    """Keypoint AP over the categories with keypoints, with the dataset's OKS sigmas."""
+    with_kp = [c for c in gt.dataset.get("categories", []) if c.get("keypoints")]
+    if not with_kp:
+        raise ValueError("keypoint AP needs ground truth whose categories have 'keypoints'")
+    k = len(with_kp[0]["keypoints"])
+    if sigmas is not None:
+        if len(sigmas) != k:
+            raise ValueError(f"keypoint AP: {len(sigmas)} OKS sigmas for {k} keypoints")
+        evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
+    elif k != len(evaluator.params.kpt_oks_sigmas):
+        raise ValueError(f"keypoint AP: the ground truth has {k} keypoints; give their OKS sigmas")
+    evaluator.params.catIds = sorted(c["id"] for c in with_kp)

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from mrcnn_tf import visualization
-from mrcnn_tf.evaluation.coco_metrics import IOU_TYPES, coco_metrics, detections_to_coco
+from mrcnn_tf.evaluation.coco_metrics import coco_metrics, detections_to_coco
 
 
 class CocoEvaluator:
-    """COCO ``bbox`` and ``segm`` metrics of a model on a dataset (pycocotools).
+    """COCO ``bbox``, ``segm`` and ``keypoints`` metrics of a model on a dataset (pycocotools).
 
     Args:
         dataset: a registered dataset (its ``coco_dict()`` is the ground truth, crowd
@@ -24,7 +24,9 @@ class CocoEvaluator:
             pad only).
         mask_threshold: pasted masks are binarised at ``>=`` this (0.5).
         max_images: evaluate only the first ``max_images`` images (all when None).
-        iou_types: ``bbox`` and/or ``segm``.
+        iou_types: ``bbox``, ``segm`` and/or ``keypoints``; by default what the model predicts
+            (``segm`` with a mask head, ``keypoints`` with a keypoint head on a dataset with
+            keypoints, scored with the dataset's OKS sigmas).
         num_pictures: how many prediction pictures :meth:`evaluate` returns (for TensorBoard).
         mask_paste: ``detectron2`` or ``torchvision`` (:func:`mrcnn_tf.ops.masks.paste_mask_crop`).
         category_map: the model's classes → category ids and names, when they are not the
@@ -46,7 +48,7 @@ class CocoEvaluator:
         *,
         mask_threshold: float = 0.5,
         max_images: int | None = None,
-        iou_types: Sequence[str] = IOU_TYPES,
+        iou_types: Sequence[str] | None = None,
         num_pictures: int = 0,
         category_map=None,
         mask_paste: str = "detectron2",
@@ -59,7 +61,7 @@ class CocoEvaluator:
         self.pipeline = pipeline
         self.mask_threshold = float(mask_threshold)
         self.max_images = max_images
-        self.iou_types = tuple(iou_types)
+        self.iou_types = None if iou_types is None else tuple(iou_types)
         self.num_pictures = int(num_pictures)
         self._predict_fns: dict[int, object] = {}
 
@@ -116,6 +118,17 @@ class CocoEvaluator:
         image_ids = [i for _, _, ids in gathered for i in ids]
         return results, image_ids, pictures
 
+    def iou_types_for(self, model) -> tuple[str, ...]:
+        """The metrics to compute for ``model``: ``iou_types``, else what the model predicts."""
+        if self.iou_types is not None:
+            return self.iou_types
+        types = ["bbox"]
+        if getattr(model, "mask_head", True) is not None:
+            types.append("segm")
+        if getattr(model, "keypoint_head", None) is not None and getattr(self.dataset, "keypoints", None):
+            types.append("keypoints")
+        return tuple(types)
+
     def is_chief(self) -> bool:
         """Whether this worker scores and writes (always, outside multi-worker mode)."""
         from mrcnn_tf.training.strategy import is_chief
@@ -138,14 +151,20 @@ class CocoEvaluator:
         """Predict, score, and (with ``out_dir``) write ``metrics.json`` and ``detections.json``.
 
         Returns:
-            ``{"bbox": {...}, "segm": {...}, "summary": text, "num_images": n,
+            ``{"bbox": {...}, "segm": {...}, ("keypoints": {...},) "summary": text, "num_images": n,
             "num_detections": d, "pictures": [...]}``; on a worker that is not the chief only
             ``{"chief": False, "num_images": n, "num_detections": d}`` (nothing written).
         """
         results, image_ids, pictures = self.predict(model)
         if not self.is_chief():
             return {"chief": False, "num_images": len(image_ids), "num_detections": len(results)}
-        metrics, summary = coco_metrics(self.ground_truth(image_ids), results, self.iou_types)
+        schema = getattr(self.dataset, "keypoints", None)
+        metrics, summary = coco_metrics(
+            self.ground_truth(image_ids),
+            results,
+            self.iou_types_for(model),
+            keypoint_sigmas=None if schema is None else schema.sigmas,
+        )
         if out_dir is not None:
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)

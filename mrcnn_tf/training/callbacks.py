@@ -153,7 +153,7 @@ class CocoEvalCallback(_LoopCallback):
         self.last_step = step
         if result.get("chief") is False:  # another worker gathered and scored these detections
             return result
-        record = {"step": step, **{t: result[t] for t in self.evaluator.iou_types}}
+        record = {"step": step, **{t: result[t] for t in self.evaluator.iou_types_for(self.model)}}
         self.history.append(record)
         with open(self.out_dir / "history.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -170,7 +170,7 @@ class CocoEvalCallback(_LoopCallback):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "eval"))
         with self._writer.as_default(step=step):
-            for iou_type in self.evaluator.iou_types:
+            for iou_type in self.evaluator.iou_types_for(self.model):
                 for name, value in result[iou_type].items():
                     tf.summary.scalar(f"{iou_type}/{name}", value)
             if result["pictures"]:
