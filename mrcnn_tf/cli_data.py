@@ -79,7 +79,8 @@ def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Write pictures of what the input pipeline produces: boxes, masks and class names."""
+    """Write pictures of what the input pipeline produces: boxes, masks, class names and, for a
+    keypoint dataset, the keypoints joined by the skeleton (flipped images: left/right swapped)."""
     import numpy as np
     from PIL import Image
 
@@ -105,7 +106,17 @@ def cmd_show(args: argparse.Namespace) -> int:
             masks = paste_box_masks(batch["gt_masks"][b][valid], batch["gt_mask_boxes"][b][valid], (h, w))
             masks &= paste_box_masks(np.ones((len(classes), 1, 1)), batch["gt_boxes"][b][valid], (h, w))
             labels = [dataset.category_map.name(c) for c in classes]
-            picture = draw_instances(batch["images"][b][:h, :w], batch["gt_boxes"][b][valid], labels, masks)
+            keypoints = batch["gt_keypoints"][b][valid] if "gt_keypoints" in batch else None
+            skeleton = dataset.keypoints.skeleton if keypoints is not None else ()
+            picture = draw_instances(
+                batch["images"][b][:h, :w],
+                batch["gt_boxes"][b][valid],
+                labels,
+                masks,
+                keypoints=keypoints,
+                skeleton=skeleton,
+                keypoint_threshold=0.5,  # v: 1 hidden, 2 visible
+            )
             Image.fromarray(picture).save(paths[written])
             written += 1
         if written == args.num:

@@ -163,7 +163,20 @@ def _export_litert(cfg: dict, args: argparse.Namespace) -> int:
     loaded = load_weights(model, args.weights)
     data = litert.convert(model, size, args.quantize)
     path = litert.write_litert(
-        data, out, category_map.to_json(), image_size=size, quantize=args.quantize, config=cfg
+        data,
+        out,
+        category_map.to_json(),
+        image_size=size,
+        quantize=args.quantize,
+        config=cfg,
+        head_outputs=[
+            k
+            for k, part in (
+                ("detection_masks", model.mask_head),
+                ("detection_keypoints", model.keypoint_head),
+            )
+            if part is not None
+        ],
     )
     print(f"weights: {loaded}")
     print(f"wrote {path} ({len(data) / 2**20:.1f} MB; input uint8 [1, {size}, {size}, 3]; builtin ops only)")

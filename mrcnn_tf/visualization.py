@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["draw_instances", "instance_colours", "paste_box_masks"]
+__all__ = ["draw_instances", "draw_keypoints", "instance_colours", "paste_box_masks"]
 
 
 def instance_colours(n: int) -> np.ndarray:
@@ -48,6 +48,9 @@ def draw_instances(
     labels: Sequence[str],
     masks: np.ndarray | None = None,
     alpha: float = 0.45,
+    keypoints: np.ndarray | None = None,
+    skeleton: Sequence[Sequence[int]] = (),
+    keypoint_threshold: float = 0.05,
 ) -> np.ndarray:
     """The image with each instance's mask tinted, its box outlined and its label written.
 
@@ -57,6 +60,9 @@ def draw_instances(
         labels: ``N`` strings (class name, and score if any).
         masks: bool ``[N, H, W]`` full-image masks, or None.
         alpha: mask opacity.
+        keypoints: ``[N, K, 3]`` ``(x, y, score or v)`` in continuous pixels, or None: each
+            keypoint above ``keypoint_threshold`` is a dot, and ``skeleton`` (0-based index
+            pairs) joins them with lines.
 
     Returns:
         uint8 ``[H, W, 3]``.
@@ -79,7 +85,24 @@ def draw_instances(
         draw.rectangle([tx, ty, tx + right - left + 4, ty + bottom - top + 4], fill=colour)
         dark = sum(colour) > 382
         draw.text((tx + 2, ty + 2 - top), label, fill=(0, 0, 0) if dark else (255, 255, 255), font=font)
+    if keypoints is not None:
+        for points, colour in zip(np.asarray(keypoints), colours, strict=True):
+            draw_keypoints(draw, points, skeleton, tuple(int(c) for c in colour), keypoint_threshold)
     return np.asarray(picture)
+
+
+def draw_keypoints(draw, points: np.ndarray, skeleton, colour, threshold: float = 0.05) -> None:
+    """One instance's ``[K, 3]`` keypoints as dots joined by its ``skeleton`` lines (Pillow draw).
+
+    Keypoints whose score (or ``v``) is at most ``threshold`` are left out, with their lines.
+    Dots are white-rimmed so that they show on the instance's own tinted mask.
+    """
+    shown = points[:, 2] > threshold
+    for a, b in skeleton:
+        if 0 <= a < len(points) and 0 <= b < len(points) and shown[a] and shown[b]:
+            draw.line([tuple(points[a, :2]), tuple(points[b, :2])], fill=colour, width=2)
+    for x, y, _ in points[shown]:
+        draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour, outline=(255, 255, 255))
 
 
 def tint(canvas: np.ndarray, crop: np.ndarray, y0: int, x0: int, colour, alpha: float = 0.45) -> None:
@@ -109,6 +132,7 @@ def prediction_picture(
     mask_threshold: float = 0.5,
     on_mask: Callable[[np.ndarray, int, int], None] | None = None,
     mask_paste: str = "detectron2",
+    skeleton: Sequence[Sequence[int]] = (),
 ) -> np.ndarray:
     """Detections of image ``b`` of a batch drawn on its (unpadded) input image, uint8 ``[H, W, 3]``.
 
@@ -116,7 +140,7 @@ def prediction_picture(
         image: uint8 ``[H, W, 3]``, the model's input image without padding.
         outputs: inference outputs of the batch (NumPy): ``boxes [B, D, 4]`` ``[y1, x1, y2, x2]``
             pixels of ``image``, ``scores``, ``classes``, ``num_detections`` and optionally
-            ``masks [B, D, M, M]`` box-relative probabilities.
+            ``masks [B, D, M, M]`` box-relative probabilities and ``keypoints [B, D, K, 3]``.
         names: a callable from class id (1..K) to a name.
         score_threshold: detections below this score are not drawn.
         min_size: scale small pictures up (whole factors) to this short side, so that the
@@ -126,6 +150,7 @@ def prediction_picture(
             (see :func:`mrcnn_tf.ops.masks.paste_mask_crop`), e.g. to RLE-encode it without
             pasting it again.
         mask_paste: the paste rule (:func:`mrcnn_tf.ops.masks.paste_mask_crop`).
+        skeleton: 0-based keypoint index pairs to join with lines (the label map's).
 
     Masks are pasted and drawn one at a time over their box (memory: the image and one mask).
     """
@@ -147,5 +172,9 @@ def prediction_picture(
         f"{names(int(c))} {s:.2f}"
         for c, s in zip(outputs["classes"][b, keep], outputs["scores"][b, keep], strict=True)
     ]
-    canvas, boxes = legible(np.clip(canvas, 0, 255, out=canvas).astype(np.uint8), boxes, min_size)
-    return draw_instances(canvas, boxes, labels)
+    picture, boxes = legible(np.clip(canvas, 0, 255, out=canvas).astype(np.uint8), boxes, min_size)
+    keypoints = None
+    if "keypoints" in outputs:
+        factor = picture.shape[0] / max(image.shape[0], 1)
+        keypoints = np.asarray(outputs["keypoints"][b, keep], np.float32) * np.array([factor, factor, 1.0])
+    return draw_instances(picture, boxes, labels, keypoints=keypoints, skeleton=skeleton)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,10 +26,14 @@ class CategoryMap:
         dataset_ids: the dataset's category ids, in class order (class ``k`` is
             ``dataset_ids[k - 1]``); sorted ascending when built from a file.
         names: the category names, in the same order.
+        keypoints: for a dataset with keypoints, their ``names``, ``skeleton`` (0-based pairs),
+            ``flip_map`` and OKS ``sigmas`` (:class:`~mrcnn_tf.data.coco_keypoints.KeypointSchema`
+            as JSON), so that predictions can be drawn and scored without the dataset.
     """
 
     dataset_ids: tuple[int, ...]
     names: tuple[str, ...]
+    keypoints: dict | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if len(self.dataset_ids) != len(self.names):
@@ -71,13 +75,17 @@ class CategoryMap:
         return {d: k + 1 for k, d in enumerate(self.dataset_ids)}
 
     def to_json(self) -> dict:
-        """``{"categories": [{"id": dataset_id, "name": ..., "class_id": k}, ...]}``."""
-        return {
+        """``{"categories": [{"id": dataset_id, "name": ..., "class_id": k}, ...]}`` (and
+        ``"keypoints": {...}`` when the dataset has keypoints)."""
+        out: dict = {
             "categories": [
                 {"id": d, "name": n, "class_id": k + 1}
                 for k, (d, n) in enumerate(zip(self.dataset_ids, self.names, strict=True))
             ]
         }
+        if self.keypoints is not None:
+            out["keypoints"] = self.keypoints
+        return out
 
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`to_json` to ``path``."""
@@ -89,7 +97,13 @@ class CategoryMap:
     def load(cls, path: str | os.PathLike) -> CategoryMap:
         """Read a file written by :meth:`save` (class order as saved)."""
         with open(path, encoding="utf-8") as handle:
-            entries = sorted(json.load(handle)["categories"], key=lambda c: c["class_id"])
+            data = json.load(handle)
+        entries = sorted(data["categories"], key=lambda c: c["class_id"])
         if [c["class_id"] for c in entries] != list(range(1, len(entries) + 1)):
             raise ValueError(f"{path}: class ids must be 1..K without gaps")
-        return cls(tuple(int(c["id"]) for c in entries), tuple(str(c["name"]) for c in entries))
+        keypoints = data.get("keypoints")
+        return cls(
+            tuple(int(c["id"]) for c in entries),
+            tuple(str(c["name"]) for c in entries),
+            keypoints if isinstance(keypoints, dict) else None,
+        )

@@ -8,6 +8,7 @@ dataset id; :class:`~mrcnn_tf.data.category_map.CategoryMap`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -196,6 +197,8 @@ class CocoDataset(DetectionDataset):
         categories = _foreground_categories(self.annotations, data["categories"], self.report)
         self.category_map = _category_map(self.annotations, categories)
         self.keypoints = keypoint_schema(self.annotations, categories, keypoint_flip_pairs, keypoint_sigmas)
+        if self.keypoints is not None:
+            self.category_map = dataclasses.replace(self.category_map, keypoints=self.keypoints.to_json())
         self._info = {k: data[k] for k in ("info", "licenses") if k in data}
         self._categories = categories
         self.records = self._read(data)

@@ -138,6 +138,15 @@ class KeypointSchema:
     def num_keypoints(self) -> int:
         return len(self.names)
 
+    def to_json(self) -> dict:
+        """The schema as JSON (what :class:`~mrcnn_tf.data.category_map.CategoryMap` saves)."""
+        return {
+            "names": list(self.names),
+            "skeleton": [list(p) for p in self.skeleton],
+            "flip_map": list(self.flip_map),
+            "sigmas": list(self.sigmas),
+        }
+
 
 def keypoint_schema(
     path: Path,

@@ -106,9 +106,10 @@ class CocoEvaluator:
                 if len(pictures) < self.num_pictures:
                     h, w = (int(v) for v in batch["image_size"][b])
                     names = self.category_map.name
+                    skeleton = (self.category_map.keypoints or {}).get("skeleton", ())
                     pictures.append(
                         visualization.prediction_picture(
-                            batch["images"][b][:h, :w], outputs, b, names, min_size=512
+                            batch["images"][b][:h, :w], outputs, b, names, min_size=512, skeleton=skeleton
                         )
                     )
         gathered = sorted(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,13 +79,17 @@ def litert_function(model, image_size: int):
         valid = tf.clip_by_value(tf.cast(image_size, tf.float32), 1.0, float(size))
         out = model({"images": images, "image_size": valid}, training=False)
         limit = tf.tile(valid, [1, 2])[:, None]  # [1, 1, 4]
-        return {
+        result = {
             "detection_boxes": tf.minimum(tf.maximum(out["boxes"], 0.0), limit),
             "detection_scores": out["scores"],
             "detection_classes": tf.cast(out["classes"], tf.int32),
             "num_detections": tf.cast(out["num_detections"], tf.int32),
-            "detection_masks": tf.cast(out["masks"], tf.float32),
         }
+        if "masks" in out:
+            result["detection_masks"] = tf.cast(out["masks"], tf.float32)
+        if "keypoints" in out:
+            result["detection_keypoints"] = tf.cast(out["keypoints"], tf.float32)
+        return result
 
     return serve
 
@@ -166,6 +171,7 @@ def write_litert(
     image_size: int,
     quantize: str,
     config: dict | None = None,
+    head_outputs: Sequence[str] = ("detection_masks",),
 ) -> Path:
     """Write ``model.tflite``, ``label_map.json``, ``config.yaml`` and ``export.json`` into
     ``out_dir`` (which must be new or empty); returns the model file."""
@@ -181,7 +187,7 @@ def write_litert(
         "image_size": int(image_size),
         "quantize": quantize,
         "inputs": {"images": ["uint8", [1, image_size, image_size, 3]], "image_size": ["int32", [1, 2]]},
-        "outputs": list(OUTPUT_KEYS),
+        "outputs": list(OUTPUT_KEYS) + list(head_outputs),
     }
     write_export_files(out, label_map, config, record)
     return out / MODEL_FILE
@@ -239,7 +245,7 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None):
         size = int(inputs["images"]["shape"][1])
     except (ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"{file}: not a model of `mrcnn-tf export --format tflite` ({exc})") from exc
-    names, ids = _label_map(file.parent / "label_map.json")
+    names, ids, skeleton = _label_map(file.parent / "label_map.json")
 
     class LiteRTPredictor(Predictor):
         def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -248,8 +254,11 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None):
             out = runner(images=padded[None], image_size=np.array([[height, width]], np.int32))
             limit = np.array(image.shape[:2] * 2, np.float32)
             out["detection_boxes"] = np.minimum(np.maximum(out["detection_boxes"] / scale, 0.0), limit)
+            if "detection_keypoints" in out:  # continuous pixels of the letterboxed image
+                out["detection_keypoints"][..., :2] /= scale
             return {MODEL_OUTPUTS[k]: v for k, v in out.items() if k in MODEL_OUTPUTS}
 
     predictor = LiteRTPredictor(runner, names, ids, f"{file} (LiteRT)")
     predictor._keep_alive = interpreter
+    predictor.skeleton = skeleton
     return predictor

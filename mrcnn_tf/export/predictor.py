@@ -43,6 +43,8 @@ class Predictor:
         self.names = list(names)
         self.dataset_ids = [int(i) for i in dataset_ids]
         self.source = source
+        #: 0-based keypoint pairs to draw as lines (the label map's keypoint skeleton).
+        self.skeleton: list = []
 
     def name(self, class_id: int) -> str:
         """The class name of a contiguous class id (``class <k>`` beyond the label map)."""
@@ -75,13 +77,16 @@ class Predictor:
             raise UserError(f"{path}: the SavedModel has no serving_default signature")
         fn = loaded.signatures["serving_default"]
         missing = set(OUTPUT_KEYS) - set(fn.structured_outputs)
+        if not {"detection_masks", "detection_keypoints"} & set(fn.structured_outputs):
+            missing.add("detection_masks")
         if missing or "images" not in fn.structured_input_signature[1]:
             raise UserError(
                 f"{path}: not a SavedModel of `mrcnn-tf export` (serving_default needs input 'images' "
                 f"and outputs {sorted(OUTPUT_KEYS)}; missing {sorted(missing) or ['images']})"
             )
-        names, ids = _label_map(path / "assets" / "label_map.json")
+        names, ids, skeleton = _label_map(path / "assets" / "label_map.json")
         predictor = cls(fn, names, ids, str(path))
+        predictor.skeleton = skeleton
         predictor._keep_alive = loaded  # the signature needs its SavedModel object alive
         return predictor
 
@@ -91,7 +96,9 @@ class Predictor:
         from mrcnn_tf.export.saved_model import build_serving_functions
 
         serving_default, _ = build_serving_functions(model, preprocess)
-        return cls(serving_default, category_map.names, category_map.dataset_ids, source)
+        predictor = cls(serving_default, category_map.names, category_map.dataset_ids, source)
+        predictor.skeleton = (category_map.keypoints or {}).get("skeleton", [])
+        return predictor
 
 
 def resolve_saved_model(path: str | os.PathLike) -> Path:
@@ -111,16 +118,17 @@ def resolve_saved_model(path: str | os.PathLike) -> Path:
     )
 
 
-def _label_map(path: Path) -> tuple[list[str], list[int]]:
+def _label_map(path: Path) -> tuple[list[str], list[int], list]:
     if not path.is_file():  # a foreign export: numbered classes
-        return [], []
+        return [], [], []
     from mrcnn_tf.data.category_map import CategoryMap
 
     try:
         category_map = CategoryMap.load(path)
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path}: not a label map written by mrcnn-tf ({exc})") from exc
-    return list(category_map.names), list(category_map.dataset_ids)
+    skeleton = (category_map.keypoints or {}).get("skeleton", [])
+    return list(category_map.names), list(category_map.dataset_ids), skeleton
 
 
 def find_images(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
@@ -257,7 +265,12 @@ def _threshold(outputs: Mapping[str, np.ndarray], score_threshold: float) -> dic
 
 
 def _draw_and_encode(
-    image: np.ndarray, outputs: Mapping[str, np.ndarray], names, mask_threshold: float, mask_paste: str
+    image: np.ndarray,
+    outputs: Mapping[str, np.ndarray],
+    names,
+    mask_threshold: float,
+    mask_paste: str,
+    skeleton=(),
 ):
     """The picture of one image's (already thresholded) detections and the RLE of each mask:
     every mask is pasted once, over its box only, then drawn and encoded (memory: a few
@@ -277,6 +290,7 @@ def _draw_and_encode(
         mask_threshold=mask_threshold,
         mask_paste=mask_paste,
         on_mask=lambda crop, y0, x0: segmentations.append(encode_crop(crop, y0, x0, height, width)),
+        skeleton=skeleton,
     )
     return picture, segmentations
 
@@ -372,7 +386,9 @@ def _predict_one(predictor, image_file, image_id, out, score_threshold, mask_thr
         )
         return [], None, reason
     height, width = image.shape[:2]
-    picture, segmentations = _draw_and_encode(image, outputs, predictor.name, mask_threshold, mask_paste)
+    picture, segmentations = _draw_and_encode(
+        image, outputs, predictor.name, mask_threshold, mask_paste, getattr(predictor, "skeleton", ())
+    )
     target = out / name
     target.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(picture).save(target)

@@ -15,7 +15,9 @@ Signatures (both return the same outputs):
 Outputs: ``detection_boxes`` float32 ``[B, N, 4]`` ``[y1, x1, y2, x2]`` in pixels of the input
 image; ``detection_scores`` float32 ``[B, N]``; ``detection_classes`` int32 ``[B, N]`` (1..K, 0
 for empty slots); ``num_detections`` int32 ``[B]``; ``detection_masks`` float32
-``[B, N, M, M]`` box-relative mask probabilities; with ``paste_masks=True`` also
+``[B, N, M, M]`` box-relative mask probabilities (models with a mask head);
+``detection_keypoints`` float32 ``[B, N, K, 3]`` ``(x, y, score)`` in continuous pixels of the
+input image (models with a keypoint head); with ``paste_masks=True`` also
 ``detection_masks_image`` uint8 ``[B, N, H, W]`` (0/1, pasted in the graph; ``serving_default``
 only, whose images share one size; ``B*N*H*W`` bytes, so ~6 GB for 100 slots of an 8000×8000
 image: large-image clients should paste ``detection_masks`` themselves).
@@ -44,8 +46,10 @@ MODEL_OUTPUTS = {
     "detection_classes": "classes",
     "num_detections": "num_detections",
     "detection_masks": "masks",
+    "detection_keypoints": "keypoints",
 }
-OUTPUT_KEYS = tuple(MODEL_OUTPUTS)
+#: The outputs of every export (and ``detection_masks`` and/or ``detection_keypoints``).
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
 
 class Preprocessing:
@@ -108,13 +112,19 @@ def _detect_one(model, preprocess: Preprocessing, image: tf.Tensor) -> dict[str,
     original = tf.cast(shape[:2], tf.float32)
     boxes = out["boxes"][0] / tf.tile(scale, [2])[None]
     boxes = tf.minimum(tf.maximum(boxes, 0.0), tf.tile(original, [2])[None])
-    return {
+    result = {
         "detection_boxes": boxes,
         "detection_scores": out["scores"][0],
         "detection_classes": tf.cast(out["classes"][0], tf.int32),
         "num_detections": tf.cast(out["num_detections"][0], tf.int32),
-        "detection_masks": tf.cast(out["masks"][0], tf.float32),
     }
+    if "masks" in out:
+        result["detection_masks"] = tf.cast(out["masks"][0], tf.float32)
+    if "keypoints" in out:
+        keypoints = tf.cast(out["keypoints"][0], tf.float32)
+        xy = keypoints[..., :2] / tf.stack([scale[1], scale[0]])
+        result["detection_keypoints"] = tf.concat([xy, keypoints[..., 2:]], axis=-1)
+    return result
 
 
 def _decode(data: tf.Tensor) -> tf.Tensor:
@@ -125,14 +135,21 @@ def _decode(data: tf.Tensor) -> tf.Tensor:
 def build_serving_functions(model, preprocess: Preprocessing, *, paste_masks: bool = False):
     """``(serving_default, serving_bytes)`` tf.functions over ``model`` (see the module docstring)."""
     num = model.max_detections
-    mask = int(model({"images": tf.zeros([1, 64, 64, 3], tf.uint8)}, training=False)["masks"].shape[-1])
+    probe = model({"images": tf.zeros([1, 64, 64, 3], tf.uint8)}, training=False)
     signature = {
         "detection_boxes": tf.TensorSpec([num, 4], tf.float32),
         "detection_scores": tf.TensorSpec([num], tf.float32),
         "detection_classes": tf.TensorSpec([num], tf.int32),
         "num_detections": tf.TensorSpec([], tf.int32),
-        "detection_masks": tf.TensorSpec([num, mask, mask], tf.float32),
     }
+    if "masks" in probe:
+        mask = int(probe["masks"].shape[-1])
+        signature["detection_masks"] = tf.TensorSpec([num, mask, mask], tf.float32)
+    if "keypoints" in probe:
+        signature["detection_keypoints"] = tf.TensorSpec(
+            [num, int(probe["keypoints"].shape[2]), 3], tf.float32
+        )
+    paste_masks = paste_masks and "detection_masks" in signature
 
     def run(images):
         return tf.map_fn(lambda im: _detect_one(model, preprocess, im), images, fn_output_signature=signature)
