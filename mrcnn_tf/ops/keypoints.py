@@ -93,7 +93,7 @@ def decode_heatmaps(logits: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
 
     def value(ii, jj):
         cell = tf.clip_by_value(ii, 0, size - 1) * size + tf.clip_by_value(jj, 0, size - 1)
-        return tf.gather(flat, cell[..., None], batch_dims=3)[..., 0]
+        return tf.gather(flat, tf.expand_dims(cell, -1), batch_dims=3)[..., 0]  # builtins only (LiteRT)
 
     def offset(before, after, inside):
         denom = before - 2.0 * centre + after
@@ -102,7 +102,7 @@ def decode_heatmaps(logits: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
 
     dx = offset(value(i, j - 1), value(i, j + 1), (j > 0) & (j < size - 1))
     dy = offset(value(i - 1, j), value(i + 1, j), (i > 0) & (i < size - 1))
-    y1, x1, y2, x2 = tf.unstack(tf.cast(boxes, tf.float32)[:, :, None, :], axis=-1)
+    y1, x1, y2, x2 = tf.unstack(tf.expand_dims(tf.cast(boxes, tf.float32), 2), axis=-1)
     x = x1 + (tf.cast(j, tf.float32) + 0.5 + dx) * (x2 - x1) / size
     y = y1 + (tf.cast(i, tf.float32) + 0.5 + dy) * (y2 - y1) / size
     return tf.stack([x, y, score], axis=-1)
