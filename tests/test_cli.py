@@ -27,6 +27,7 @@ ROLES = [
     "roi_sampler",
     "box_head",
     "mask_head",
+    "keypoint_head",
     "detection_generator",
     "loss",
     "detector",

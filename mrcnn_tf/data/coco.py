@@ -9,10 +9,8 @@ dataset id; :class:`~mrcnn_tf.data.category_map.CategoryMap`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +18,17 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from mrcnn_tf.data.base import DetectionDataset, epoch_indices, raw_example_spec, with_shard_policy
-from mrcnn_tf.data.category_map import CategoryMap
-from mrcnn_tf.data.coco_checks import check_box, check_file_name, check_segmentation, is_int
+from mrcnn_tf.data.coco_checks import check_box, check_segmentation, is_int
 from mrcnn_tf.data.coco_keypoints import check_keypoints, keypoint_schema, keypoints_to_coco
-from mrcnn_tf.data.images import load_rgb, probe_image
+from mrcnn_tf.data.coco_records import (
+    ImageRecord,
+    Instance,
+    category_map_of,
+    foreground_categories,
+    load_coco_json,
+    read_image_entry,
+)
+from mrcnn_tf.data.images import load_rgb
 from mrcnn_tf.data.report import DataReport, DatasetError
 from mrcnn_tf.data.rle import crop_rle, segmentation_to_counts, segmentation_to_rle
 from mrcnn_tf.registries import DATASETS
@@ -34,112 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["CocoDataset", "ImageRecord", "Instance"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Instance:
-    """One checked annotation.
-
-    Attributes:
-        annotation_id: the annotation's ``id`` (``"annotations[i]"`` when it has none).
-        class_id: contiguous class id ``1..K``.
-        box: ``[y1, x1, y2, x2]`` in pixels, clipped to the image.
-        segmentation: polygons (bad ones removed) or RLE, in the file's frame.
-        raw: the annotation as it was in the file (for :meth:`CocoDataset.coco_dict`).
-        keypoints: float32 ``[K, 3]`` checked keypoints (:mod:`mrcnn_tf.data.coco_keypoints`),
-            None when the dataset has no keypoints.
-    """
-
-    annotation_id: object
-    class_id: int
-    box: list[float]
-    segmentation: object
-    raw: dict
-    keypoints: np.ndarray | None = None
-
-
-@dataclass
-class ImageRecord:
-    """One checked image and its instances.
-
-    Attributes:
-        image_id: the image's ``id`` (any int, 0 included).
-        path: the file, inside the image folder.
-        height, width: the size the annotations are drawn on.
-        apply_orientation: turn the pixels by their EXIF orientation when decoding.
-        instances: the training targets (``iscrowd`` 0).
-        crowd: ``iscrowd`` 1 regions (evaluation only).
-        raw: the image entry as it was in the file.
-    """
-
-    image_id: int
-    path: Path
-    height: int
-    width: int
-    apply_orientation: bool = True
-    instances: list[Instance] = field(default_factory=list)
-    crowd: list[Instance] = field(default_factory=list)
-    raw: dict = field(default_factory=dict)
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError as exc:
-        raise DatasetError(f"{path}: annotation file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise DatasetError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read the annotation file: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: a COCO file is a JSON object with 'images', 'annotations', 'categories'")
-    for key in ("images", "categories"):
-        if not isinstance(data.get(key), list):
-            raise DatasetError(f"{path}: key '{key}' is missing or not a list (COCO instances format)")
-    if not isinstance(data.get("annotations", []), list):
-        raise DatasetError(f"{path}: key 'annotations' is not a list")
-    return data
-
-
-#: Names that labelme-style exports give a category 0 that stands for the background.
-BACKGROUND_NAMES = ("_background_", "background", "__background__", "bg")
-
-
-def _foreground_categories(path: Path, categories: list, report: DataReport) -> list:
-    """``categories`` without a category 0 named like the background (labelme exports one):
-    class 0 is the background already, so it must not become a foreground class."""
-    kept = []
-    for cat in categories:
-        if (
-            isinstance(cat, dict)
-            and cat.get("id") == 0
-            and str(cat.get("name", "")).strip().lower() in BACKGROUND_NAMES
-        ):
-            report.add(
-                "background_category",
-                "dropped",
-                f"category 0 {cat.get('name')!r} is the background, not an object class: it is left out "
-                "(its annotations, if any, are dropped as unknown_category); delete it from 'categories'",
-            )
-            continue
-        kept.append(cat)
-    return kept
-
-
-def _category_map(path: Path, categories: list) -> CategoryMap:
-    for k, cat in enumerate(categories):
-        if not isinstance(cat, dict) or not is_int(cat.get("id")):
-            raise DatasetError(f"{path}: categories[{k}] needs an integer 'id', got {cat!r}")
-    ids = [c["id"] for c in categories]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise DatasetError(f"{path}: category ids {duplicates} appear more than once in 'categories'")
-    if not categories:
-        raise DatasetError(f"{path}: 'categories' is empty; a detector needs at least one class")
-    return CategoryMap.from_categories(categories)
 
 
 def _is_ok(example, ok):
@@ -192,10 +91,10 @@ class CocoDataset(DetectionDataset):
         self.verify_images = verify_images
         if not self.images.is_dir():
             raise DatasetError(f"image folder {self.images} does not exist (named for {self.annotations})")
-        data = _load_json(self.annotations)
+        data = load_coco_json(self.annotations)
         self.report = DataReport(str(self.annotations))
-        categories = _foreground_categories(self.annotations, data["categories"], self.report)
-        self.category_map = _category_map(self.annotations, categories)
+        categories = foreground_categories(self.annotations, data["categories"], self.report)
+        self.category_map = category_map_of(self.annotations, categories)
         self.keypoints = keypoint_schema(self.annotations, categories, keypoint_flip_pairs, keypoint_sigmas)
         if self.keypoints is not None:
             self.category_map = dataclasses.replace(self.category_map, keypoints=self.keypoints.to_json())
@@ -213,7 +112,7 @@ class CocoDataset(DetectionDataset):
         records: dict[int, ImageRecord] = {}
         known_ids: set = set()
         for k, entry in enumerate(data["images"]):
-            record = self._read_image(k, entry, known_ids)
+            record = read_image_entry(self.images, self.report, k, entry, known_ids, self.verify_images)
             if record is not None:
                 records[record.image_id] = record
         lost: dict[int, int] = {}
@@ -291,90 +190,6 @@ class CocoDataset(DetectionDataset):
                 ),
             )
         return kept
-
-    def _read_image(self, k: int, entry: Any, known_ids: set) -> ImageRecord | None:
-        report = self.report
-        if not isinstance(entry, dict) or not is_int(entry.get("id")):
-            got = entry.get("id") if isinstance(entry, dict) else entry
-            report.add("bad_image_entry", "dropped", f"images[{k}] needs an integer 'id', got {got!r}")
-            return None
-        image_id = entry["id"]
-        if image_id in known_ids:
-            report.add(
-                "duplicate_image_id", "dropped", f"images[{k}] repeats image id {image_id}", image_id=image_id
-            )
-            return None
-        known_ids.add(image_id)
-        path, finding = check_file_name(self.images, entry.get("file_name"))
-        if finding is not None:
-            report.add(*finding, image_id=image_id)
-            return None
-        try:
-            header = probe_image(path)
-        except (FileNotFoundError, IsADirectoryError):
-            report.add(
-                "missing_file",
-                "dropped",
-                f"image file {path} does not exist (file_name {entry['file_name']!r})",
-                image_id=image_id,
-            )
-            return None
-        except PermissionError:
-            report.add(
-                "unreadable_file",
-                "dropped",
-                f"image file {path} cannot be read (permission denied)",
-                image_id=image_id,
-            )
-            return None
-        except (ValueError, OSError) as exc:
-            report.add("not_an_image", "dropped", f"{path}: {exc}", image_id=image_id)
-            return None
-        width, height = entry.get("width"), entry.get("height")
-        if width is None and height is None:
-            width, height = header.width, header.height
-            report.add(
-                "size_from_file",
-                "fixed",
-                f"{path.name}: no width/height in the file; took {width}x{height} from the image",
-                image_id=image_id,
-            )
-        if not (is_int(width) and is_int(height) and width > 0 and height > 0):
-            report.add(
-                "bad_image_entry",
-                "dropped",
-                f"{path.name}: width/height must be positive integers, got {width!r}x{height!r}",
-                image_id=image_id,
-            )
-            return None
-        apply_orientation = True
-        if (width, height) != (header.width, header.height):
-            if header.orientation != 1 and (width, height) == header.stored_size:
-                apply_orientation = False
-                report.add(
-                    "exif_ignored",
-                    "fixed",
-                    f"{path.name}: the annotation size {width}x{height} matches the stored pixels, "
-                    f"not their EXIF orientation {header.orientation}; the annotations are taken to be "
-                    "on the stored pixels",
-                    image_id=image_id,
-                )
-            else:
-                report.add(
-                    "size_mismatch",
-                    "dropped",
-                    f"{path.name}: the annotation file says {width}x{height} but the image is "
-                    f"{header.width}x{header.height}; fix 'width'/'height' or the file",
-                    image_id=image_id,
-                )
-                return None
-        if self.verify_images:
-            try:
-                load_rgb(path, apply_orientation)
-            except (ValueError, OSError) as exc:
-                report.add("corrupt_image", "dropped", f"{path}: {exc}", image_id=image_id)
-                return None
-        return ImageRecord(image_id, path, height, width, apply_orientation, raw=entry)
 
     def _read_annotation(self, k: int, ann: Any, records: dict, known_ids: set, to_contiguous: dict):
         report = self.report
