@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from mrcnn_tf.modeling.detectors import targets as target_ops
+from mrcnn_tf.modeling.detectors.helpers import LastValue, inside_mask, used_slots
 from mrcnn_tf.ops.keypoints import decode_heatmaps
 from mrcnn_tf.registries import DETECTORS
 
@@ -51,38 +52,6 @@ MASK_SLOTS = ("used", "all")
 #: torchvision's ImageNet statistics for RGB images in [0, 255].
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-
-
-class _LastValue(keras.metrics.Metric):
-    """A metric that shows the last value it was given (the learning rate in the progress bar)."""
-
-    def __init__(self, name: str = "learning_rate", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.value = self.add_variable(shape=(), initializer="zeros", name="value", aggregation="mean")
-
-    def update_state(self, value):
-        self.value.assign(keras.ops.cast(value, self.dtype))
-
-    def result(self):
-        return self.value
-
-
-def _used_slots(used: tf.Tensor) -> tf.Tensor:
-    """int32 scalar: the largest number of used slots in a row of ``used`` ``[B, N]`` bool, >= 1.
-
-    Used slots come first in every row (the sampler puts positives first, NMS fills the
-    detections from slot 0), so ``[:, :n]`` keeps every used slot of the batch. At least one
-    slot, so that the mask head never gets an empty batch.
-    """
-    return tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(used, tf.int32), axis=1)), 1)
-
-
-def _inside_mask(image_size: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
-    """float32 ``[B, H, W, 1]``: 1 on each image's valid ``image_size`` region, 0 on padding."""
-    rows = tf.cast(tf.range(shape[1]), tf.float32)[None, :, None]
-    cols = tf.cast(tf.range(shape[2]), tf.float32)[None, None, :]
-    inside = (rows < image_size[:, 0, None, None]) & (cols < image_size[:, 1, None, None])
-    return tf.cast(inside, tf.float32)[..., None]
 
 
 @DETECTORS.register(injected=("num_classes", *BUILDER_DEFAULTS))
@@ -275,7 +244,7 @@ class MaskRCNN(keras.Model):
             raise ValueError(f"MaskRCNN mask_slots must be one of {MASK_SLOTS}, got '{mask_slots}'")
         self.mask_slots = mask_slots
         self.loss_trackers = [keras.metrics.Mean(name=f"{name}_loss") for name in self.loss_names]
-        self.learning_rate_tracker = _LastValue(name="learning_rate")
+        self.learning_rate_tracker = LastValue(name="learning_rate")
 
     @property
     def max_detections(self) -> int:
@@ -314,7 +283,7 @@ class MaskRCNN(keras.Model):
         if image_size is None:
             image_size = tf.tile(tf.cast(shape[1:3], tf.float32)[None], [shape[0], 1])
         else:  # padding is 0 after normalisation (the mean colour), as in Detectron2
-            x = x * _inside_mask(tf.cast(image_size, tf.float32), shape)
+            x = x * inside_mask(tf.cast(image_size, tf.float32), shape)
         pyramid = self.neck(self.backbone(x, training=training), training=training)
         anchors = self.anchor_generator(pyramid)
         objectness, deltas = self.rpn_head({k: pyramid[k] for k in anchors}, training=training)
@@ -366,7 +335,7 @@ class MaskRCNN(keras.Model):
         out.update(target_ops.box_outputs(head, samples))
         m = min(self.roi_sampler.max_positives, samples["rois"].shape[1])
         if self.mask_slots == "used":
-            m = _used_slots(samples["positive"][:, :m])
+            m = used_slots(samples["positive"][:, :m])
         if self.mask_head is not None:
             shared = head["features"][:, :m] if self.shares_roi_features else None
             mask_logits = self.mask_head(
@@ -394,7 +363,7 @@ class MaskRCNN(keras.Model):
         classes, count = out["classes"], out["num_detections"]
         slots = classes.shape[1]
         present = classes > 0
-        n = _used_slots(present) if self.mask_slots == "used" else slots
+        n = used_slots(present) if self.mask_slots == "used" else slots
         out = {**out, "num_detections": count}
         if self.mask_head is not None:
             mask_logits = self.mask_head(
