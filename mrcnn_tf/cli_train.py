@@ -22,7 +22,7 @@ __all__ = ["add_train_commands"]
 def _print_metrics(metrics: dict | None, indent: str = "  ") -> None:
     if not metrics:
         return
-    for iou_type in ("bbox", "segm"):
+    for iou_type in ("bbox", "segm", "keypoints"):
         if iou_type in metrics:
             m = metrics[iou_type]
             print(f"{indent}{iou_type}: AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}")
