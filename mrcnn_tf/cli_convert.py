@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import shutil
@@ -61,7 +62,10 @@ def _convert(args: argparse.Namespace, source: str) -> int:
         model = build_model(cfg)
         model.build()
         converter.assign(model, state, arch, args.checkpoint)
-        labels = CategoryMap.from_categories(converter.label_map()["categories"])
+        table = converter.label_map(arch)
+        labels = CategoryMap.from_categories(table["categories"])
+        if table.get("keypoints"):
+            labels = dataclasses.replace(labels, keypoints=table["keypoints"])
     # Written into a temporary folder beside DIR, then moved: a failure leaves nothing in DIR.
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

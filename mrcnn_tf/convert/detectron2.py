@@ -39,7 +39,7 @@ CONFIGS = {
 IGNORED = ("proposal_generator.anchor_generator.cell_anchors.", "pixel_mean", "pixel_std")
 
 
-def label_map() -> dict:
+def label_map(arch: str | None = None) -> dict:
     """``label_map.json`` content: class k is the k-th COCO category in id order (80 classes)."""
     return {"categories": [{"id": i, "name": n} for i, n in enumerate(COCO_91) if i > 0 and n != "N/A"]}
 

@@ -31,11 +31,13 @@ from mrcnn_tf.convert.layouts import (
     yx_deltas,
 )
 
-ARCHS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
+ARCHS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn")
+KEYPOINT_ARCH = "keypointrcnn_resnet50_fpn"
 #: The zoo config that reproduces each architecture's conventions.
 CONFIGS = {
     "maskrcnn_resnet50_fpn": "mask_rcnn_r50_fpn_torchvision_coco.yaml",
     "maskrcnn_resnet50_fpn_v2": "mask_rcnn_r50_fpn_v2_torchvision_coco.yaml",
+    KEYPOINT_ARCH: "keypoint_rcnn_r50_fpn_torchvision_coco.yaml",
 }
 #: torchvision's 91 COCO labels: index = COCO category id, "N/A" for the 10 unused ids.
 COCO_91 = (
@@ -60,8 +62,19 @@ _OLD_TO_NEW = [
 ]
 
 
-def label_map() -> dict:
-    """``label_map.json`` content: classes 1..90 are COCO category ids 1..90."""
+def label_map(arch: str | None = None) -> dict:
+    """``label_map.json`` content: classes 1..90 are COCO category ids 1..90; for Keypoint R-CNN
+    one class, person (id 1), with COCO's 17 keypoints, skeleton, flip map and OKS sigmas."""
+    if arch == KEYPOINT_ARCH:
+        from mrcnn_tf.data.coco_keypoints import COCO_PERSON_KEYPOINTS, COCO_SIGMAS, COCO_SKELETON, flip_map
+
+        keypoints = {
+            "names": list(COCO_PERSON_KEYPOINTS),
+            "skeleton": [[a - 1, b - 1] for a, b in COCO_SKELETON],
+            "flip_map": flip_map(COCO_PERSON_KEYPOINTS),
+            "sigmas": list(COCO_SIGMAS),
+        }
+        return {"categories": [{"id": 1, "name": "person"}], "keypoints": keypoints}
     return {"categories": [{"id": i, "name": name} for i, name in enumerate(COCO_91) if i > 0]}
 
 
@@ -84,10 +97,12 @@ def normalise_keys(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def detect_arch(state: dict[str, np.ndarray], path) -> str:
     """The architecture of a (normalised) state dict, or a :class:`CheckpointError` saying what it is."""
-    if any(k.startswith("roi_heads.keypoint") for k in state):
-        raise CheckpointError(
-            f"{path}: a Keypoint R-CNN checkpoint (roi_heads.keypoint_*); this converter takes Mask R-CNN"
-        )
+    if any(k.startswith("roi_heads.keypoint_predictor") for k in state):
+        if "roi_heads.box_head.5.weight" in state or any(k.startswith("roi_heads.mask_") for k in state):
+            raise CheckpointError(
+                f"{path}: a Keypoint R-CNN with other heads; only keypointrcnn_resnet50_fpn is read"
+            )
+        return KEYPOINT_ARCH
     if "fc.weight" in state and "conv1.weight" in state:
         raise CheckpointError(
             f"{path}: an image classifier (conv1, fc) that is not a ResNet-50/101, not a detector; a COCO "
@@ -143,6 +158,12 @@ def weight_pairs(model, arch: str) -> list:
         ),
         (predictor.bbox_pred.bias, f"{prefix}.bbox_pred.bias", lambda b: yx_deltas(b, True)),
     ]
+    if arch == KEYPOINT_ARCH:
+        head = model.keypoint_head
+        for i, conv in enumerate(head.tower.convs):  # Sequential(conv, ReLU, conv, ReLU, ...)
+            pairs += conv_pairs(conv, f"roi_heads.keypoint_head.{2 * i}")
+        # ConvTranspose2d weight [in, out, 4, 4] -> Keras Conv2DTranspose [4, 4, out, in]
+        return pairs + conv_pairs(head.deconv, "roi_heads.keypoint_predictor.kps_score_lowres")
     mask = model.mask_head
     for i, conv in enumerate(mask.tower.convs):
         pairs += conv_pairs(conv, f"roi_heads.mask_head.{i}.0")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-__all__ = ["decode_heatmaps", "flip_keypoints", "keypoint_targets"]
+__all__ = ["decode_heatmaps", "decode_heatmaps_bicubic", "flip_keypoints", "keypoint_targets"]
 
 
 def flip_keypoints(keypoints: tf.Tensor, width: tf.Tensor, perm: Sequence[int]) -> tf.Tensor:
@@ -105,4 +105,85 @@ def decode_heatmaps(logits: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
     y1, x1, y2, x2 = tf.unstack(tf.expand_dims(tf.cast(boxes, tf.float32), 2), axis=-1)
     x = x1 + (tf.cast(j, tf.float32) + 0.5 + dx) * (x2 - x1) / size
     y = y1 + (tf.cast(i, tf.float32) + 0.5 + dy) * (y2 - y1) / size
+    return tf.stack([x, y, score], axis=-1)
+
+
+def _bicubic_weights(t: tf.Tensor, a: float = -0.75) -> list[tf.Tensor]:
+    """PyTorch's cubic-convolution weights of the taps at -1, 0, 1, 2 for a fraction ``t``."""
+
+    def near(x):  # |x| <= 1
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+
+    return [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+
+
+def _bicubic_rows(
+    start: tf.Tensor, out_size: tf.Tensor, size: int, window: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Interpolation matrices ``[..., window, size]`` of output pixels ``start + 0..window-1`` of a
+    bicubic resize from ``size`` to ``out_size`` (PyTorch, ``align_corners=False``), and whether
+    each output pixel exists (``< out_size``)."""
+    dst = tf.cast(start, tf.float32)[..., None] + tf.range(window, dtype=tf.float32)
+    scale = float(size) / out_size[..., None]
+    real = scale * (dst + 0.5) - 0.5
+    base = tf.floor(real)
+    weights = _bicubic_weights(real - base)
+    matrix = 0.0
+    for tap, weight in zip((-1, 0, 1, 2), weights, strict=True):
+        index = tf.clip_by_value(tf.cast(base, tf.int32) + tap, 0, size - 1)
+        matrix += tf.one_hot(index, size) * weight[..., None]
+    return matrix, dst < out_size[..., None]
+
+
+def decode_heatmaps_bicubic(logits: tf.Tensor, boxes: tf.Tensor, window: int = 48) -> tf.Tensor:
+    """torchvision's ``heatmaps_to_keypoints``: each heatmap resized bicubically to its box's
+    size in pixels, the argmax pixel's centre, and the resized logit there as the score.
+
+    The box's size is ``ceil(max(w, 1)) × ceil(max(h, 1))`` pixels; the keypoint is
+    ``x1 + (x_int + 0.5) · w / ceil(w)``. With static shapes, the resized map is evaluated on a
+    ``window × window`` block of pixels centred on the heatmap's own argmax cell (all of it for
+    boxes up to ``window`` pixels; ±``window / 2`` pixels otherwise — the bicubic maximum lies
+    next to the coarse one unless two peaks nearly tie).
+
+    Args:
+        logits: ``[B, N, S, S, K]`` heatmap logits; boxes: ``[B, N, 4]`` ``[y1, x1, y2, x2]``.
+
+    Returns:
+        float32 ``[B, N, K, 3]`` ``(x, y, logit)``.
+    """
+    logits = tf.cast(logits, tf.float32)
+    size = logits.shape[2]
+    maps = tf.transpose(logits, [0, 1, 4, 2, 3])  # [B, N, K, S, S]
+    flat = tf.reshape(maps, tf.concat([tf.shape(maps)[:3], [size * size]], 0))
+    best = tf.argmax(flat, axis=-1, output_type=tf.int32)
+    i, j = best // size, best % size
+    y1, x1, y2, x2 = tf.unstack(tf.expand_dims(tf.cast(boxes, tf.float32), 2), axis=-1)  # [B, N, 1]
+    width, height = tf.maximum(x2 - x1, 1.0), tf.maximum(y2 - y1, 1.0)
+    out_w, out_h = tf.math.ceil(width), tf.math.ceil(height)
+    out_w, out_h = (
+        out_w + tf.zeros_like(tf.cast(j, tf.float32)),
+        out_h + tf.zeros_like(tf.cast(i, tf.float32)),
+    )
+
+    def start(cell, out):  # the window's first pixel, inside [0, out - window] when it fits
+        centre = (tf.cast(cell, tf.float32) + 0.5) * out / size - 0.5
+        first = tf.round(centre) - float(window // 2)
+        return tf.maximum(tf.minimum(first, out - float(window)), 0.0)
+
+    sx, sy = start(j, out_w), start(i, out_h)
+    cols, col_ok = _bicubic_rows(sx, out_w, size, window)  # [B, N, K, L, S]
+    rows, row_ok = _bicubic_rows(sy, out_h, size, window)
+    block = tf.einsum("bnkys,bnkst,bnkxt->bnkyx", rows, maps, cols)  # [B, N, K, L, L]
+    ok = row_ok[..., :, None] & col_ok[..., None, :]
+    block = tf.where(ok, block, -float("inf"))
+    flat_block = tf.reshape(block, tf.concat([tf.shape(block)[:3], [window * window]], 0))
+    pick = tf.argmax(flat_block, axis=-1, output_type=tf.int32)
+    score = tf.reduce_max(flat_block, axis=-1)
+    x_int = sx + tf.cast(pick % window, tf.float32)
+    y_int = sy + tf.cast(pick // window, tf.float32)
+    x = x1 + (x_int + 0.5) * width / out_w
+    y = y1 + (y_int + 0.5) * height / out_h
     return tf.stack([x, y, score], axis=-1)

@@ -83,7 +83,9 @@ def test_missing_extra_and_misshapen_keys_are_listed_in_one_message(tmp_path, ca
     )
 
 
-def test_an_unknown_classifier_a_keypoint_rcnn_and_a_non_checkpoint_are_named(tmp_path, capsys):
+def test_an_unknown_classifier_a_keypoint_rcnn_with_a_mask_head_and_a_non_checkpoint_are_named(
+    tmp_path, capsys
+):
     shallow = {
         k: v
         for k, v in state_dict("resnet50").items()
@@ -91,8 +93,9 @@ def test_an_unknown_classifier_a_keypoint_rcnn_and_a_non_checkpoint_are_named(tm
     }
     np.savez(tmp_path / "resnet26.npz", **shallow)  # a classifier, but no ResNet-50/101
     _fails(tmp_path / "resnet26.npz", tmp_path / "a", capsys, "a ResNet classifier of unsupported depth")
-    np.savez(tmp_path / "kp.npz", **state_dict("keypointrcnn_resnet50_fpn"))
-    _fails(tmp_path / "kp.npz", tmp_path / "b", capsys, "a Keypoint R-CNN checkpoint")
+    kp = {**state_dict("keypointrcnn_resnet50_fpn"), "roi_heads.mask_predictor.x.weight": np.zeros(1)}
+    np.savez(tmp_path / "kp.npz", **kp)
+    _fails(tmp_path / "kp.npz", tmp_path / "b", capsys, "a Keypoint R-CNN with other heads")
     (tmp_path / "notes.pth").write_text("not weights\n")
     _fails(tmp_path / "notes.pth", tmp_path / "c", capsys, "not a checkpoint")
     _fails(tmp_path / "missing.pth", tmp_path / "d", capsys, "checkpoint not found")
@@ -226,3 +229,39 @@ def test_torch_zip_files_are_read_by_storage_offset_and_stride_and_bounds_are_ch
     _torch_zip(tmp_path / "bad.pth", {"a": ("0", 10, (4, 4), (4, 1))}, {"0": values.tobytes()})
     with pytest.raises(CheckpointError, match="reaches past its storage"):
         read_checkpoint(tmp_path / "bad.pth")  # not a read outside the buffer (a crash)
+
+
+def test_keypointrcnn_converts_every_tensor_exactly_with_the_coco_keypoint_schema(tmp_path, capsys):
+    state = state_dict("keypointrcnn_resnet50_fpn", seed=4)
+    np.savez(tmp_path / "kp.npz", **state)
+    run = tmp_path / "run"
+    assert convert(tmp_path / "kp.npz", run) == 0
+    assert "keypointrcnn_resnet50_fpn" in capsys.readouterr().out
+    labels = json.loads((run / "label_map.json").read_text())
+    assert labels["categories"] == [{"id": 1, "name": "person", "class_id": 1}]
+    schema = labels["keypoints"]
+    assert schema["names"][:3] == ["nose", "left_eye", "right_eye"] and len(schema["sigmas"]) == 17
+    assert schema["flip_map"] == [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
+    assert [15, 13] in schema["skeleton"]  # COCO's (16, 14), 0-based
+    config = (run / "config.yaml").read_text()
+    assert "decode: torchvision" in config and "mask_head: null" in config
+
+    from mrcnn_tf import build_model
+    from mrcnn_tf.config import load_config
+
+    model = build_model(load_config(str(run / "config.yaml")))
+    model.build()
+    model.load_weights(run / "model.weights.h5")
+    head = model.keypoint_head
+    for i, conv in enumerate(head.tower.convs):
+        np.testing.assert_array_equal(
+            conv.kernel.numpy(), state[f"roi_heads.keypoint_head.{2 * i}.weight"].transpose(2, 3, 1, 0)
+        )
+        np.testing.assert_array_equal(conv.bias.numpy(), state[f"roi_heads.keypoint_head.{2 * i}.bias"])
+    # ConvTranspose2d [in, out, kh, kw] -> Conv2DTranspose [kh, kw, out, in]
+    deconv = state["roi_heads.keypoint_predictor.kps_score_lowres.weight"]
+    np.testing.assert_array_equal(head.deconv.kernel.numpy(), deconv.transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        model.box_head.predictor.cls_score.kernel.numpy(), state["roi_heads.box_predictor.cls_score.weight"].T
+    )
+    assert model.mask_head is None and len(head.tower.convs) == 8

@@ -219,3 +219,54 @@ def test_keypoint_loss_is_the_spatial_softmax_averaged_over_visible_keypoints():
     }
     got = float(target_ops.losses(fns, {**dummy, **out})["keypoint"])
     assert got == pytest.approx(total / count, rel=1e-5)
+
+
+def ref_bicubic_resize(m, out_h, out_w, a=-0.75):
+    """PyTorch's bicubic ``interpolate(align_corners=False)`` of a 2-D map, in float64."""
+
+    def matrix(n, out):
+        mat = np.zeros((out, n))
+        for d in range(out):
+            real = n / out * (d + 0.5) - 0.5
+            base = math.floor(real)
+            t = real - base
+            near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1  # noqa: E731
+            far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # noqa: E731
+            for tap, w in zip((-1, 0, 1, 2), (far(t + 1), near(t), near(1 - t), far(2 - t)), strict=True):
+                mat[d, min(max(base + tap, 0), n - 1)] += w
+        return mat
+
+    return matrix(m.shape[0], out_h) @ m @ matrix(m.shape[1], out_w).T
+
+
+def ref_torchvision_decode(logits, box):
+    """torchvision's ``heatmaps_to_keypoints`` for one RoI ``[S, S, K]``, float64, full resize."""
+    y1, x1, y2, x2 = (float(v) for v in box)
+    w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+    out_w, out_h = math.ceil(w), math.ceil(h)
+    out = []
+    for k in range(logits.shape[-1]):
+        big = ref_bicubic_resize(logits[..., k].astype(np.float64), out_h, out_w)
+        yi, xi = np.unravel_index(int(np.argmax(big)), big.shape)
+        out.append([x1 + (xi + 0.5) * w / out_w, y1 + (yi + 0.5) * h / out_h, big[yi, xi]])
+    return np.array(out)
+
+
+def test_torchvision_decode_matches_the_full_bicubic_resize():
+    rng = np.random.default_rng(3)
+    s, k = 56, 3
+    # smooth heatmaps (a few Gaussian bumps): one clear maximum each, as trained heads give
+    yy, xx = np.mgrid[0:s, 0:s] + 0.5
+    logits = np.zeros((1, 6, s, s, k), np.float32)
+    for n in range(6):
+        for j in range(k):
+            for height, (cy, cx) in zip((4.0, 2.5, 2.0), rng.uniform(3, s - 3, (3, 2)), strict=True):
+                logits[0, n, :, :, j] += height * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 3.0**2))
+            logits[0, n, :, :, j] += rng.normal(0, 0.05, (s, s))
+    sizes = [(20.0, 30.5), (47.2, 12.0), (100.0, 64.3), (230.5, 180.0), (0.4, 5.0), (56.0, 56.0)]
+    boxes = np.array([[[10.0, 20.0, 10.0 + h, 20.0 + w] for h, w in sizes]], np.float32)
+    got = kp_ops.decode_heatmaps_bicubic(tf.constant(logits), tf.constant(boxes)).numpy()
+    for n in range(6):
+        want = ref_torchvision_decode(logits[0, n], boxes[0, n])
+        np.testing.assert_allclose(got[0, n, :, :2], want[:, :2], atol=1e-3, err_msg=str(sizes[n]))
+        np.testing.assert_allclose(got[0, n, :, 2], want[:, 2], atol=1e-4)

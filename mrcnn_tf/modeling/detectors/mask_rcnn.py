@@ -376,7 +376,8 @@ class MaskRCNN(keras.Model):
         if self.keypoint_head is not None:
             boxes = out["boxes"][:, :n]
             heatmaps = self.keypoint_head(self.keypoint_roi_aligner(pyramid, boxes), training=False)
-            keypoints = self._all_slots(decode_heatmaps(heatmaps, boxes), slots)
+            decode = getattr(self.keypoint_head, "decode", None) or decode_heatmaps  # the head's own, if any
+            keypoints = self._all_slots(decode(heatmaps, boxes), slots)
             out["keypoints"] = tf.where(present[..., None, None], keypoints, 0.0)
         return out
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import keras
 
 from mrcnn_tf.modeling.layers import ConvTower, he_normal_fan_out
+from mrcnn_tf.ops.keypoints import decode_heatmaps, decode_heatmaps_bicubic
 from mrcnn_tf.registries import KEYPOINT_HEADS
+
+DECODERS = ("subpixel", "torchvision")
 
 
 @KEYPOINT_HEADS.register(injected=("num_keypoints",))
@@ -24,6 +27,12 @@ class KeypointRCNNHead(keras.layers.Layer):
         norm: norm after each tower conv (``none``, ``bn``, ``gn``...).
         upsample_scale: the bilinear factor after the deconv (2 in the paper; 1 keeps 28×28).
         conv_algorithm: see :func:`mrcnn_tf.modeling.layers.conv3x3`.
+        decode: how :meth:`decode` turns heatmaps into keypoints: ``subpixel`` (the peak cell
+            refined by a parabola, score = its softmax probability;
+            :func:`~mrcnn_tf.ops.keypoints.decode_heatmaps`) or ``torchvision`` (bicubic resize
+            to the box's pixels, argmax pixel centre, score = the resized logit;
+            :func:`~mrcnn_tf.ops.keypoints.decode_heatmaps_bicubic`, what converted torchvision
+            models need to give torchvision's keypoints).
 
     Call:
         roi_features: ``[B, N, S, S, C]`` float32.
@@ -41,9 +50,13 @@ class KeypointRCNNHead(keras.layers.Layer):
         norm: str = "none",
         upsample_scale: int = 2,
         conv_algorithm: str = "direct",
+        decode: str = "subpixel",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if decode not in DECODERS:
+            raise ValueError(f"KeypointRCNNHead decode must be one of {DECODERS}, got '{decode}'")
+        self.decode_mode = decode
         if int(num_keypoints) < 1:
             raise ValueError(f"KeypointRCNNHead num_keypoints must be >= 1, got {num_keypoints}")
         if num_convs < 0 or upsample_scale < 1:
@@ -89,5 +102,13 @@ class KeypointRCNNHead(keras.layers.Layer):
             norm=self.norm,
             upsample_scale=self.upsample_scale,
             conv_algorithm=self.conv_algorithm,
+            decode=self.decode_mode,
         )
         return config
+
+    def decode(self, heatmaps, boxes):
+        """``[B, N, K, 3]`` ``(x, y, score)`` in the boxes' pixels from ``[B, N, S, S, K]`` logits
+        over ``[B, N, 4]`` boxes (see ``decode`` in the class docstring)."""
+        if self.decode_mode == "torchvision":
+            return decode_heatmaps_bicubic(heatmaps, boxes)
+        return decode_heatmaps(heatmaps, boxes)
