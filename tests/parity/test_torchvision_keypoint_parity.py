@@ -9,8 +9,8 @@ import subprocess
 
 import numpy as np
 import pytest
+from parity_helpers import ROOT, close, match_detections, torch_python, write_photo, yxyx
 from PIL import Image
-from test_torchvision_parity import ROOT, close, match_detections, torch_python, write_photo, yxyx
 
 pytestmark = pytest.mark.torch
 
