@@ -33,6 +33,8 @@ class KeypointRCNNHead(keras.layers.Layer):
             to the box's pixels, argmax pixel centre, score = the resized logit;
             :func:`~mrcnn_tf.ops.keypoints.decode_heatmaps_bicubic`, what converted torchvision
             models need to give torchvision's keypoints).
+        decode_peaks, decode_window: the search of the ``torchvision`` decoding (see
+            :func:`~mrcnn_tf.ops.keypoints.decode_heatmaps_bicubic`).
 
     Call:
         roi_features: ``[B, N, S, S, C]`` float32.
@@ -51,12 +53,16 @@ class KeypointRCNNHead(keras.layers.Layer):
         upsample_scale: int = 2,
         conv_algorithm: str = "direct",
         decode: str = "subpixel",
+        decode_peaks: int = 8,
+        decode_window: int = 64,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if decode not in DECODERS:
             raise ValueError(f"KeypointRCNNHead decode must be one of {DECODERS}, got '{decode}'")
         self.decode_mode = decode
+        self.decode_peaks = int(decode_peaks)
+        self.decode_window = int(decode_window)
         if int(num_keypoints) < 1:
             raise ValueError(f"KeypointRCNNHead num_keypoints must be >= 1, got {num_keypoints}")
         if num_convs < 0 or upsample_scale < 1:
@@ -103,6 +109,8 @@ class KeypointRCNNHead(keras.layers.Layer):
             upsample_scale=self.upsample_scale,
             conv_algorithm=self.conv_algorithm,
             decode=self.decode_mode,
+            decode_peaks=self.decode_peaks,
+            decode_window=self.decode_window,
         )
         return config
 
@@ -110,5 +118,5 @@ class KeypointRCNNHead(keras.layers.Layer):
         """``[B, N, K, 3]`` ``(x, y, score)`` in the boxes' pixels from ``[B, N, S, S, K]`` logits
         over ``[B, N, 4]`` boxes (see ``decode`` in the class docstring)."""
         if self.decode_mode == "torchvision":
-            return decode_heatmaps_bicubic(heatmaps, boxes)
+            return decode_heatmaps_bicubic(heatmaps, boxes, self.decode_window, self.decode_peaks)
         return decode_heatmaps(heatmaps, boxes)
