@@ -15,7 +15,7 @@ from mrcnn_tf.registries import ALL, BACKBONES, load_builtins, registry_for_role
 
 load_builtins()
 
-INJECTED = {"num_classes": 3}
+INJECTED = {"num_classes": 3, "num_keypoints": 5}
 
 
 def _image():
@@ -97,6 +97,7 @@ SAMPLE_INPUTS = {
     ),
     "box_head": lambda: (np.random.default_rng(3).normal(size=(1, 3, 14, 14, 8)).astype("float32"),),
     "mask_head": lambda: (np.random.default_rng(4).normal(size=(1, 3, 7, 7, 8)).astype("float32"),),
+    "keypoint_head": lambda: (np.random.default_rng(5).normal(size=(1, 3, 7, 7, 8)).astype("float32"),),
     "loss": lambda: (np.zeros((2, 4), "float32"), np.full((2, 4), 0.5, "float32")),
     "detector": _detector_inputs,
     "detection_generator": _detection_generator_inputs,
@@ -121,6 +122,7 @@ SPECS = {
         "mask_head": {"type": "FCNMaskHead", "num_convs": 1, "conv_dim": 8},
         "detection_generator": {"type": "DetectionGenerator", "max_detections": 10},
     },
+    "KeypointRCNNHead": {"num_convs": 1, "conv_dim": 8},
 }
 
 #: Datasets are not layers; tests/data/test_datasets.py holds their contract test.

@@ -91,6 +91,32 @@ def _polygon(rng: np.random.Generator, kind: int, size: int, crowding: float) ->
     return [round(float(v), 2) for v in points.reshape(-1)]
 
 
+def drop_hidden(masks: list[np.ndarray], occluders: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+    """Instances drawn in order (later ones on top, all under ``occluders``): drop the first one
+    hidden beyond ``1 - MIN_VISIBLE`` until none is; returns (kept indices, their visible masks)."""
+    kept = list(range(len(masks)))
+    while True:
+        covered = occluders.copy()
+        visible = [None] * len(kept)
+        for n in range(len(kept) - 1, -1, -1):
+            visible[n] = masks[kept[n]] & ~covered
+            covered |= masks[kept[n]]
+        hidden = [n for n, v in enumerate(visible) if v.sum() < MIN_VISIBLE * masks[kept[n]].sum()]
+        if not hidden:
+            return kept, visible
+        del kept[hidden[0]]
+
+
+def paint(rng: np.random.Generator, size: int, masks_and_colours) -> tuple[np.ndarray, np.ndarray]:
+    """The textured ground with each ``(mask, colour)`` painted over it in order, plus a little
+    shading noise; returns (float image ``[size, size, 3]``, the shading ``[size, size, 1]``)."""
+    image = _texture(rng, size)
+    shade = rng.normal(0, 8, (size, size, 1))
+    for mask, colour in masks_and_colours:
+        image[mask] = colour + shade[mask]
+    return image, shade
+
+
 def _image_and_annotations(rng, image_id, size, min_instances, max_instances, next_ann_id):
     shapes = []
     for _ in range(int(rng.integers(min_instances, max_instances + 1))):
@@ -98,25 +124,9 @@ def _image_and_annotations(rng, image_id, size, min_instances, max_instances, ne
         poly = _polygon(rng, kind, size, max_instances / 6)
         rle = mask_utils.frPyObjects([poly], size, size)[0]
         shapes.append((kind, poly, mask_utils.decode(rle).astype(bool), rng.uniform(0, 255, 3)))
-    # drop shapes that later ones hide too much, until every drawn shape is visible enough
-    while True:
-        covered = np.zeros((size, size), bool)
-        visible = [None] * len(shapes)
-        for i in range(len(shapes) - 1, -1, -1):
-            visible[i] = shapes[i][2] & ~covered
-            covered |= shapes[i][2]
-        hidden = [
-            i
-            for i, (s, v) in enumerate(zip(shapes, visible, strict=True))
-            if v.sum() < MIN_VISIBLE * s[2].sum()
-        ]
-        if not hidden:
-            break
-        del shapes[hidden[0]]
-    image = _texture(rng, size)
-    shade = rng.normal(0, 8, (size, size, 1))
-    for _kind, _poly, mask, colour in shapes:
-        image[mask] = colour + shade[mask]
+    kept, visible = drop_hidden([s[2] for s in shapes], np.zeros((size, size), bool))
+    shapes = [shapes[i] for i in kept]
+    image, _ = paint(rng, size, [(s[2], s[3]) for s in shapes])
     annotations = []
     for (kind, poly, mask, _), vis in zip(shapes, visible, strict=True):
         rle = mask_utils.encode(np.asfortranarray(vis.astype(np.uint8)))

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from mrcnn_tf.data.coco import CocoDataset
 from mrcnn_tf.data.report import DatasetError
-from mrcnn_tf.data.synthetic import _SPLITS, _texture, default_cache_dir, write_coco_split
+from mrcnn_tf.data.synthetic import _SPLITS, default_cache_dir, drop_hidden, paint, write_coco_split
 from mrcnn_tf.registries import DATASETS
 
 __all__ = ["KEYPOINT_NAMES", "SKELETON", "SyntheticKeypointDataset", "generate_keypoint_coco"]
@@ -45,8 +45,6 @@ KEYPOINT_NAMES = (
 SKELETON = ((1, 2), (2, 3), (2, 4), (2, 5), (5, 6), (5, 7), (6, 8), (7, 9))
 #: OKS sigmas: COCO's mean person sigma (0.089) for the joints, its wrist/ankle ones for the ends.
 SIGMAS = (0.079, 0.079, 0.072, 0.072, 0.107, 0.087, 0.087, 0.089, 0.089)
-#: A figure hidden beyond this fraction by later figures is not drawn.
-MIN_VISIBLE = 0.4
 
 
 def _figure(rng: np.random.Generator, size: int, crowding: float) -> tuple[np.ndarray, float]:
@@ -100,24 +98,9 @@ def _image_and_annotations(rng, image_id, size, min_instances, max_instances, ne
         h, w = rng.uniform(size * 0.08, size * 0.25, 2)
         y, x = rng.uniform(0, size - h), rng.uniform(0, size - w)
         occluders[int(y) : int(y + h), int(x) : int(x + w)] = True
-    while True:  # drop figures that others hide too much
-        covered = occluders.copy()
-        visible = [None] * len(figures)
-        for i in range(len(figures) - 1, -1, -1):
-            visible[i] = figures[i][1] & ~covered
-            covered |= figures[i][1]
-        hidden = [
-            i
-            for i, (f, v) in enumerate(zip(figures, visible, strict=True))
-            if v.sum() < MIN_VISIBLE * f[1].sum()
-        ]
-        if not hidden:
-            break
-        del figures[hidden[0]]
-    image = _texture(rng, size)
-    shade = rng.normal(0, 8, (size, size, 1))
-    for _points, mask, colour in figures:
-        image[mask] = colour + shade[mask]
+    kept, visible = drop_hidden([f[1] for f in figures], occluders)
+    figures = [figures[i] for i in kept]
+    image, shade = paint(rng, size, [(f[1], f[2]) for f in figures])
     grey = rng.uniform(60, 200)
     image[occluders] = grey + shade[occluders]
     annotations = []

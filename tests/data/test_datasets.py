@@ -35,7 +35,18 @@ def _tfrecord(tmp_path):
     return TFRecordDataset(str(tmp_path / "r-*.tfrecord"))
 
 
-BUILDERS = {"CocoDataset": _coco, "SyntheticDataset": _synthetic, "TFRecordDataset": _tfrecord}
+def _synthetic_keypoints(tmp_path):
+    return DATASETS.build(
+        {"type": "SyntheticKeypointDataset", "num_images": 3, "image_size": 64, "root": str(tmp_path)}
+    )
+
+
+BUILDERS = {
+    "CocoDataset": _coco,
+    "SyntheticDataset": _synthetic,
+    "SyntheticKeypointDataset": _synthetic_keypoints,
+    "TFRecordDataset": _tfrecord,
+}
 
 
 def test_every_builtin_dataset_has_a_contract_case():
@@ -45,7 +56,7 @@ def test_every_builtin_dataset_has_a_contract_case():
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_raw_examples_follow_the_contract(name, tmp_path):
     dataset = BUILDERS[name](tmp_path)
-    spec = raw_example_spec(8)
+    spec = raw_example_spec(8, dataset.num_keypoints)
     examples = list(dataset.tf_dataset(mask_size=8).as_numpy_iterator())
     assert len(examples) == len(dataset) == 3
     for ex in examples:
@@ -59,6 +70,9 @@ def test_raw_examples_follow_the_contract(name, tmp_path):
         h, w = ex["image"].shape[:2]
         assert (ex["boxes"] >= 0).all() and (ex["boxes"][:, 2] <= h).all() and (ex["boxes"][:, 3] <= w).all()
         assert set(np.unique(ex["masks"])) <= {0, 1} and ex["masks"].any(axis=(1, 2)).all()
+        if dataset.num_keypoints:  # labelled keypoints lie in the image
+            kp = ex["keypoints"][ex["keypoints"][..., 2] > 0]
+            assert ((kp[:, 0] >= 0) & (kp[:, 0] <= w) & (kp[:, 1] >= 0) & (kp[:, 1] <= h)).all()
     assert sorted(int(e["image_id"]) for e in examples) == [0, 1, 2]
 
 

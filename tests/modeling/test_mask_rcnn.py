@@ -198,16 +198,29 @@ def test_every_zoo_config_builds_trains_one_step_and_detects(config):
     offline = ["model.backbone.weights=null"] if backbone.get("weights") == "imagenet" else []  # no downloads
     model = build(config, *offline)
     x = batch()
+    x["gt_classes"] = np.minimum(x["gt_classes"], model.num_classes)
+    if model.keypoint_head is not None:  # keypoints inside each box, all visible
+        frac = np.random.default_rng(1).uniform(0.1, 0.9, (2, 4, model.num_keypoints, 2))
+        y1, x1, y2, x2 = (x["gt_boxes"][..., k, None] for k in range(4))
+        xy = np.stack([x1 + frac[..., 0] * (x2 - x1), y1 + frac[..., 1] * (y2 - y1)], -1)
+        x["gt_keypoints"] = np.concatenate([xy, np.full((*xy.shape[:-1], 1), 2.0)], -1).astype(np.float32)
     _, terms, grads = losses_and_grads(model, x)
-    assert all(np.isfinite(float(v)) for v in terms.values()) and float(terms["mask"]) > 0.0
+    assert all(np.isfinite(float(v)) for v in terms.values())
+    assert all(float(terms[name]) > 0.0 for name in ("mask", "keypoint") if name in terms)
     assert all(g is not None for g in grads)
-    head = model.mask_head.trainable_variables[-1]
-    before = head.numpy().copy()
+    heads = [h for h in (model.mask_head, model.keypoint_head) if h is not None]
+    before = [h.trainable_variables[-1].numpy().copy() for h in heads]
     keras.optimizers.SGD(0.1).apply_gradients(zip(grads, model.trainable_variables, strict=True))
-    assert not np.array_equal(head.numpy(), before)
+    assert all(
+        not np.array_equal(h.trainable_variables[-1].numpy(), b) for h, b in zip(heads, before, strict=True)
+    )
     out = model({"images": x["images"][:1]})
     assert out["boxes"].shape == (1, 10, 4)
-    assert out["masks"].shape[:2] == (1, 10) and np.all(np.isfinite(out["masks"].numpy()))
+    if model.mask_head is not None:
+        assert out["masks"].shape[:2] == (1, 10) and np.all(np.isfinite(out["masks"].numpy()))
+    if model.keypoint_head is not None:
+        assert out["keypoints"].shape == (1, 10, model.num_keypoints, 3)
+        assert np.all(np.isfinite(out["keypoints"].numpy()))
 
 
 @pytest.mark.slow
