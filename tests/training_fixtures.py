@@ -105,3 +105,21 @@ def strategy_for(mode: str):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     return build_strategy({"single": "default", "multi_worker": "multi_worker"}[mode])
+
+
+def evaluation_pass(model, pipeline, image) -> tuple[dict, dict]:
+    """The model on the evaluation pipeline's resize of a uint8 ``[H, W, 3]`` image, as the
+    exports and ``predict`` see it: ``(outputs of batch size 1, the pipeline's example)`` (its
+    ``image_scale`` maps outputs back to the image)."""
+    import tensorflow as tf
+
+    example = {
+        "image": tf.constant(image),
+        "image_id": tf.constant(0, tf.int64),
+        "boxes": tf.zeros([0, 4]),
+        "classes": tf.zeros([0], tf.int32),
+        "masks": tf.zeros([0, pipeline.mask_size, pipeline.mask_size], tf.uint8),
+    }
+    batch = pipeline.transform(example, tf.constant([0, 0]), training=False)
+    out = model({"images": batch["images"][None], "image_size": batch["image_size"][None]}, training=False)
+    return out, batch

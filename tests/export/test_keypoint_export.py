@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from training_fixtures import evaluation_pass
 
 from mrcnn_tf import build_model
 from mrcnn_tf.config import load_config
@@ -64,15 +65,7 @@ def image(h, w, seed=0):
 
 def reference(model, pipeline, picture):
     """The Keras model on the pipeline's evaluation resize; keypoints mapped back by hand."""
-    example = {
-        "image": tf.constant(picture),
-        "image_id": tf.constant(0, tf.int64),
-        "boxes": tf.zeros([0, 4]),
-        "classes": tf.zeros([0], tf.int32),
-        "masks": tf.zeros([0, pipeline.mask_size, pipeline.mask_size], tf.uint8),
-    }
-    batch = pipeline.transform(example, tf.constant([0, 0]), training=False)
-    out = model({"images": batch["images"][None], "image_size": batch["image_size"][None]}, training=False)
+    out, batch = evaluation_pass(model, pipeline, picture)
     sy, sx = batch["image_scale"].numpy()
     keypoints = out["keypoints"][0].numpy() / np.array([sx, sy, 1.0], np.float32)
     return int(out["num_detections"][0]), keypoints

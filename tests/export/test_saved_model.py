@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from training_fixtures import evaluation_pass
 
 from mrcnn_tf.export.saved_model import OUTPUT_KEYS
 
@@ -27,15 +28,7 @@ def _image(h, w, seed=0):
 
 def _reference(model, pipeline, image):
     """The Keras model on the evaluation pipeline's resize, boxes mapped back by hand."""
-    example = {
-        "image": tf.constant(image),
-        "image_id": tf.constant(0, tf.int64),
-        "boxes": tf.zeros([0, 4]),
-        "classes": tf.zeros([0], tf.int32),
-        "masks": tf.zeros([0, pipeline.mask_size, pipeline.mask_size], tf.uint8),
-    }
-    batch = pipeline.transform(example, tf.constant([0, 0]), training=False)
-    out = model({"images": batch["images"][None], "image_size": batch["image_size"][None]}, training=False)
+    out, batch = evaluation_pass(model, pipeline, image)
     sy, sx = batch["image_scale"].numpy()
     boxes = out["boxes"][0].numpy() / np.array([sy, sx, sy, sx], np.float32)
     boxes = np.clip(boxes, 0, [image.shape[0], image.shape[1]] * 2)

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from training_fixtures import evaluation_pass
 
 from mrcnn_tf import build_model
 from mrcnn_tf.config import load_config
@@ -38,15 +38,7 @@ SETUP = [
 
 def keypoints_of(model, pipeline, image):
     """Detections (boxes, scores, keypoints) of the model on the evaluation resize of ``image``."""
-    example = {
-        "image": tf.constant(image),
-        "image_id": tf.constant(0, tf.int64),
-        "boxes": tf.zeros([0, 4]),
-        "classes": tf.zeros([0], tf.int32),
-        "masks": tf.zeros([0, pipeline.mask_size, pipeline.mask_size], tf.uint8),
-    }
-    batch = pipeline.transform(example, tf.constant([0, 0]), training=False)
-    out = model({"images": batch["images"][None], "image_size": batch["image_size"][None]}, training=False)
+    out, _ = evaluation_pass(model, pipeline, image)
     n = int(out["num_detections"][0])
     return out["boxes"][0, :n].numpy(), out["scores"][0, :n].numpy(), out["keypoints"][0, :n].numpy()
 
