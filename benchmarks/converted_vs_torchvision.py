@@ -77,8 +77,8 @@ def main() -> int:
         tmp = Path(tmp)
         image = args.image
         if image is None:
-            sys.path.insert(0, str(ROOT / "tests" / "parity"))
-            from test_torchvision_parity import write_photo
+            sys.path.insert(0, str(ROOT / "tests"))
+            from parity_helpers import write_photo
 
             image = str(tmp / "photo.png")
             write_photo(Path(image), 480, 640)
