@@ -141,6 +141,12 @@ def write_tfrecords(
         raise DatasetError(f"mask format must be 'rle' or 'png', got {mask_format!r}")
     if num_shards < 1:
         raise DatasetError(f"--shards must be at least 1, got {num_shards}")
+    if getattr(dataset, "keypoints", None) is not None:  # refused, not silently dropped
+        raise DatasetError(
+            f"{dataset.annotations}: its instances have keypoints ({dataset.num_keypoints} each), which "
+            "TFRecord shards do not carry yet; train keypoint models from the COCO file "
+            "(type: CocoDataset). Nothing was written"
+        )
     paths = shard_paths(prefix, num_shards)
     sidecars = [Path(f"{prefix}-label_map.json"), Path(f"{prefix}-instances.json")]
     existing = [str(p) for p in [*paths, *sidecars] if p.exists()]

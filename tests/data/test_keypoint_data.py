@@ -207,3 +207,14 @@ def test_data_check_reports_keypoint_findings_and_data_show_draws_the_skeleton(t
     # a dot in the instance's own colour (masks only blend it in) on the labelled keypoints
     drawn = [tuple(int(c) for c in picture[int(y), int(x)]) in colours for x, y, _ in labelled]
     assert np.mean(drawn) > 0.8, drawn
+
+
+def test_tfrecord_conversion_refuses_keypoints_instead_of_dropping_them(tmp_path):
+    from mrcnn_tf.data.tfrecord import write_tfrecords
+
+    path, images = write_coco(tmp_path, [box_ann(10, 10, 30, 40, keypoints=[20, 15, 2, 35, 30, 1, 0, 0, 0])])
+    with pytest.raises(
+        DatasetError, match=r"kp\.json: its instances have keypoints \(3 each\).*Nothing was written"
+    ):
+        write_tfrecords(CocoDataset(path, images), tmp_path / "shards" / "r", num_shards=2)
+    assert not (tmp_path / "shards").exists() or not any((tmp_path / "shards").iterdir())
