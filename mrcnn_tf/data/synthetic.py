@@ -164,10 +164,6 @@ def generate_synthetic_coco(
     Returns:
         ``(annotations_file, images_dir)``.
     """
-    if split not in _SPLITS:
-        raise DatasetError(f"synthetic split must be one of {list(_SPLITS)}, got {split!r}")
-    if not 1 <= min_instances <= max_instances:
-        raise DatasetError(f"need 1 <= min_instances <= max_instances, got {min_instances}, {max_instances}")
     root = Path(root)
     params = {
         "num_images": num_images,
@@ -193,7 +189,16 @@ def write_coco_split(root: Path, split: str, params: dict, make, categories: lis
     A split made with the same ``params`` is reused; one made with others is never overwritten
     (:class:`DatasetError`). The images go to a staging folder first and the annotation file
     last, so an interrupted run leaves no annotation file (and is redone).
+
+    Raises:
+        DatasetError: ``split`` is not a split, or the instance counts are not
+            ``1 <= min_instances <= max_instances``; a split made with other ``params``.
     """
+    low, high = params["min_instances"], params["max_instances"]
+    if split not in _SPLITS:
+        raise DatasetError(f"synthetic split must be one of {list(_SPLITS)}, got {split!r}")
+    if not 1 <= low <= high:
+        raise DatasetError(f"need 1 <= min_instances <= max_instances, got {low}, {high}")
     ann_path, images_dir = root / "annotations" / f"instances_{split}.json", root / split
     if ann_path.exists():
         with open(ann_path, encoding="utf-8") as handle:

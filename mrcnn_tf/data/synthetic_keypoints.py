@@ -24,8 +24,7 @@ import pycocotools.mask as mask_utils
 from PIL import Image, ImageDraw
 
 from mrcnn_tf.data.coco import CocoDataset
-from mrcnn_tf.data.report import DatasetError
-from mrcnn_tf.data.synthetic import _SPLITS, default_cache_dir, drop_hidden, paint, write_coco_split
+from mrcnn_tf.data.synthetic import default_cache_dir, drop_hidden, paint, write_coco_split
 from mrcnn_tf.registries import DATASETS
 
 __all__ = ["KEYPOINT_NAMES", "SKELETON", "SyntheticKeypointDataset", "generate_keypoint_coco"]
@@ -144,10 +143,6 @@ def generate_keypoint_coco(
 ) -> tuple[Path, Path]:
     """Write (or reuse) one split of the stick-figure dataset under ``root`` (see
     :func:`mrcnn_tf.data.synthetic.write_coco_split`); returns ``(annotations_file, images_dir)``."""
-    if split not in _SPLITS:
-        raise DatasetError(f"synthetic split must be one of {list(_SPLITS)}, got {split!r}")
-    if not 1 <= min_instances <= max_instances:
-        raise DatasetError(f"need 1 <= min_instances <= max_instances, got {min_instances}, {max_instances}")
     params = {
         "kind": "keypoints",
         "num_images": num_images,

@@ -258,7 +258,6 @@ def load_predictor(path: str | os.PathLike, num_threads: int | None = None):
                 out["detection_keypoints"][..., :2] /= scale
             return {MODEL_OUTPUTS[k]: v for k, v in out.items() if k in MODEL_OUTPUTS}
 
-    predictor = LiteRTPredictor(runner, names, ids, f"{file} (LiteRT)")
+    predictor = LiteRTPredictor(runner, names, ids, f"{file} (LiteRT)", skeleton)
     predictor._keep_alive = interpreter
-    predictor.skeleton = skeleton
     return predictor

@@ -36,15 +36,22 @@ class Predictor:
         names: class id (1..K) -> name.
         dataset_ids: ``dataset_ids[k - 1]`` is the dataset's category id of class ``k``.
         source: what the predictor was loaded from (for messages).
+        skeleton: 0-based keypoint pairs to draw as lines (the label map's keypoint skeleton).
     """
 
-    def __init__(self, serving_fn: Callable, names: Sequence[str], dataset_ids: Sequence[int], source: str):
+    def __init__(
+        self,
+        serving_fn: Callable,
+        names: Sequence[str],
+        dataset_ids: Sequence[int],
+        source: str,
+        skeleton: Sequence[Sequence[int]] = (),
+    ):
         self.serving_fn = serving_fn
         self.names = list(names)
         self.dataset_ids = [int(i) for i in dataset_ids]
         self.source = source
-        #: 0-based keypoint pairs to draw as lines (the label map's keypoint skeleton).
-        self.skeleton: list = []
+        self.skeleton = [list(pair) for pair in skeleton]
 
     def name(self, class_id: int) -> str:
         """The class name of a contiguous class id (``class <k>`` beyond the label map)."""
@@ -85,8 +92,7 @@ class Predictor:
                 f"and outputs {sorted(OUTPUT_KEYS)}; missing {sorted(missing) or ['images']})"
             )
         names, ids, skeleton = _label_map(path / "assets" / "label_map.json")
-        predictor = cls(fn, names, ids, str(path))
-        predictor.skeleton = skeleton
+        predictor = cls(fn, names, ids, str(path), skeleton)
         predictor._keep_alive = loaded  # the signature needs its SavedModel object alive
         return predictor
 
@@ -96,9 +102,8 @@ class Predictor:
         from mrcnn_tf.export.saved_model import build_serving_functions
 
         serving_default, _ = build_serving_functions(model, preprocess)
-        predictor = cls(serving_default, category_map.names, category_map.dataset_ids, source)
-        predictor.skeleton = (category_map.keypoints or {}).get("skeleton", [])
-        return predictor
+        skeleton = (category_map.keypoints or {}).get("skeleton", [])
+        return cls(serving_default, category_map.names, category_map.dataset_ids, source, skeleton)
 
 
 def resolve_saved_model(path: str | os.PathLike) -> Path:
