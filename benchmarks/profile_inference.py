@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where inference time goes: each stage of Mask R-CNN timed on its own (CPU or GPU).
+"""Where inference time and memory go: each stage of Mask R-CNN on its own (CPU or GPU).
 
     python benchmarks/profile_inference.py                    # R50-FPN, 640x640, batch 1
     python benchmarks/profile_inference.py --size 1024 --set model.detection_generator.nms_backend=padded
@@ -8,6 +8,11 @@ Each stage runs as its own ``tf.function`` on the previous stage's outputs (medi
 ``--repeat`` runs after a warm-up), with the same settings as ``model_speed.py`` (1000
 proposals, 100 detections forced). The stages add up to about the whole call; the whole call is
 timed too.
+
+Memory: resident memory (Linux) after importing TensorFlow and Keras and after building the
+model (its weights), and for each stage the peak of TensorFlow's allocator during one more call
+above what it held before (the stage's temporaries and outputs; tensors only: not the code,
+the graphs or oneDNN's kernels), and the same for the whole call.
 """
 
 from __future__ import annotations
@@ -31,6 +36,29 @@ def _median(fn, repeat: int) -> float:
     return record["median_s"]
 
 
+def _memory_mb(field: str = "VmRSS") -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak) of this process, MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_above(fn) -> float:
+    """Peak MB of tensors (TensorFlow's allocator, CPU or GPU:0) during one call of ``fn``,
+    above what was allocated before it: the call's temporaries and outputs."""
+    import numpy as np
+    import tensorflow as tf
+
+    device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+    before = tf.config.experimental.get_memory_info(device)["current"]
+    tf.config.experimental.reset_memory_stats(device)
+    for value in tf.nest.flatten(fn()):
+        np.asarray(value)
+    return (tf.config.experimental.get_memory_info(device)["peak"] - before) / 2**20
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -48,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from mrcnn_tf.modeling.detectors import targets as target_ops
 
+    imported = _memory_mb()
     _, model = _build(args, args.size)
+    weights = sum(v.numpy().nbytes for v in model.weights) / 2**20
+    built = _memory_mb()
     images = tf.constant(_image(args.size, "float32"))
     size = tf.constant([[args.size, args.size]], tf.float32)
     x = (images - tf.constant(model.pixel_mean)) / tf.constant(model.pixel_std)
@@ -56,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def stage(name, fn):
         fn = tf.function(fn)
-        rows.append((name, _median(fn, args.repeat)))
+        rows.append((name, _median(fn, args.repeat), _peak_above(fn)))
         return fn()
 
     features = stage("backbone", lambda: model.backbone(x, training=False))
@@ -82,14 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     logits = stage("mask head (4 conv + deconv)", lambda: model.mask_head(mask_features, training=False))
     stage("mask class select + sigmoid", lambda: tf.sigmoid(target_ops.select_class(logits, det_classes)))
-    whole = _median(tf.function(lambda: model({"images": images}, training=False)), args.repeat)
+    before_whole = _memory_mb()
+    call = tf.function(lambda: model({"images": images}, training=False))
+    whole = _median(call, args.repeat)
+    whole_peak = _peak_above(call)
 
-    total = sum(t for _, t in rows)
+    total = sum(t for _, t, _ in rows)
     print(f"{args.config} {args.size}x{args.size} batch 1, {args.precision}, TF {tf.__version__}")
-    for name, seconds in rows:
-        print(f"  {name:<44}{seconds * 1000:9.1f} ms  {100 * seconds / total:5.1f}%")
+    print(f"  {'stage':<44}{'time':>9}     {'share':>6}{'tensors: peak above before':>29}")
+    for name, seconds, peak in rows:
+        print(f"  {name:<44}{seconds * 1000:9.1f} ms  {100 * seconds / total:5.1f}%{peak:>26.0f} MB")
     print(f"  {'sum of stages':<44}{total * 1000:9.1f} ms")
-    print(f"  {'whole model call':<44}{whole * 1000:9.1f} ms")
+    print(f"  {'whole model call':<44}{whole * 1000:9.1f} ms  {'':6}{whole_peak:>26.0f} MB")
+    print(
+        f"resident: {imported:.0f} MB after importing TensorFlow/Keras/mrcnn_tf, {built:.0f} MB after "
+        f"building the model ({weights:.0f} MB of weights), {before_whole:.0f} MB before the whole "
+        f"call (the stages' outputs still held); peak of the process {_memory_mb('VmHWM'):.0f} MB"
+    )
     return 0
 
 

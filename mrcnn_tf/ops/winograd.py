@@ -130,7 +130,8 @@ def _tiles_to_output(x: tf.Tensor, u: tf.Tensor, m: int, rows: tuple[int, int] |
     """Output rows ``rows[0]:rows[1]`` (all when None) of the convolution with the transformed
     kernel ``u`` (:func:`transform_kernel`), in one pass."""
     shape = tf.shape(x)
-    height, width = shape[1], shape[2]
+    # static sizes where known (RoI maps): slices with constant bounds, ~3x fewer graph ops
+    height, width = (x.shape[i] if x.shape[i] is not None else shape[i] for i in (1, 2))
     first, last = (0, height) if rows is None else rows
     th = (last - first + m - 1) // m
     tw = (width + m - 1) // m

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from mrcnn_tf.ops import boxes as box_ops
+from mrcnn_tf.ops.nms import padded_nms
 from mrcnn_tf.registries import PROPOSAL_GENERATORS
 
 #: Score given to removed candidates (below any real logit).
@@ -72,7 +73,9 @@ class ProposalGenerator(keras.layers.Layer):
         self.min_size = float(min_size)
         self.box_coder = box_ops.BoxCoder.coerce(box_coder, box_ops.RPN_WEIGHTS)
 
-    def _level(self, logits, deltas, anchors, image_size, pre_k, post_k):
+    def _candidates(self, logits, deltas, anchors, image_size, pre_k):
+        """A level's ``pre_k`` best anchors decoded and clipped, small boxes removed, sorted:
+        ``(boxes [B, k, 4], scores [B, k])`` with a static k."""
         if logits.shape[1] is None:  # image size unknown when traced: pad to pre_k entries
             extra = tf.maximum(pre_k - tf.shape(logits)[1], 0)
             logits = tf.pad(logits, [[0, 0], [0, extra]], constant_values=_REMOVED)
@@ -90,40 +93,37 @@ class ProposalGenerator(keras.layers.Layer):
         scores = tf.where(big_enough, scores, _REMOVED)
         # Re-sort after removing small boxes; NMS then keeps the best of the rest.
         scores, order = tf.math.top_k(scores, k=k)
-        boxes = tf.gather(boxes, order, batch_dims=1)
-        keep, num_kept = tf.image.non_max_suppression_padded(
-            boxes,
-            scores,
-            max_output_size=min(post_k, k),
-            iou_threshold=self.nms_iou_threshold,
-            score_threshold=_REMOVED / 2,
-            pad_to_max_output_size=True,
-            sorted_input=True,
-        )
-        kept = tf.gather(scores, keep, batch_dims=1)
-        slots = tf.range(tf.shape(keep)[1])[None, :]
-        kept = tf.where(slots < num_kept[:, None], kept, _REMOVED)  # padding slots repeat index 0
-        return tf.gather(boxes, keep, batch_dims=1), kept
+        return tf.gather(boxes, order, batch_dims=1), scores
 
     def call(self, objectness, deltas, anchors, image_size, training=None, post_nms_topk=None):
         pre_k = self.pre_nms_topk_train if training else self.pre_nms_topk_test
         post_k = self.post_nms_topk_train if training else self.post_nms_topk_test
         if post_nms_topk is not None:  # a smaller count for this call only (the detector's build)
             post_k = min(post_k, int(post_nms_topk))
-        all_boxes, all_scores = [], []
-        for key in sorted(objectness, key=lambda k: int(k[1:])):
-            boxes, scores = self._level(
+        levels = [
+            self._candidates(
                 tf.stop_gradient(tf.cast(objectness[key], tf.float32)),
                 tf.stop_gradient(tf.cast(deltas[key], tf.float32)),
                 anchors[key],
                 image_size,
                 pre_k,
-                post_k,
             )
-            all_boxes.append(boxes)
-            all_scores.append(scores)
-        boxes = tf.concat(all_boxes, axis=1)
-        scores = tf.concat(all_scores, axis=1)
+            for key in sorted(objectness, key=lambda k: int(k[1:]))
+        ]
+        # One NMS for all levels: each level is its own problem ([B, L, k]), padded to the
+        # largest level's k with removed entries (sorted input stays sorted). The same
+        # suppression as one NMS per level, one loop instead of L (less to trace and optimise).
+        k = max(s.shape[1] for _, s in levels)
+        boxes = tf.stack([tf.pad(b, [[0, 0], [0, k - b.shape[1]], [0, 0]]) for b, _ in levels], 1)
+        scores = tf.stack(
+            [tf.pad(s, [[0, 0], [0, k - s.shape[1]]], constant_values=_REMOVED) for _, s in levels], 1
+        )
+        out = min(post_k, k)
+        keep, num_kept = padded_nms(boxes, scores, out, self.nms_iou_threshold, _REMOVED / 2)
+        slots = tf.range(out)
+        kept = tf.where(slots < num_kept[..., None], tf.gather(scores, keep, batch_dims=2), _REMOVED)
+        scores = tf.reshape(kept, [-1, len(levels) * out])  # padding slots repeat index 0
+        boxes = tf.reshape(tf.gather(boxes, keep, batch_dims=2), [-1, len(levels) * out, 4])
         k = min(post_k, scores.shape[1])
         scores, index = tf.math.top_k(scores, k=k)
         boxes = tf.gather(boxes, index, batch_dims=1)
