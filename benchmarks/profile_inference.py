@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -36,11 +37,11 @@ def _median(fn, repeat: int) -> float:
     return record["median_s"]
 
 
-def _memory_mb(field: str = "VmRSS") -> float:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak) of this process, MB."""
+def _memory_mb() -> float:
+    """Resident memory of this process now (``VmRSS``), MB; NaN where /proc has no such line."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith(field + ":"):
+            if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     whole = _median(call, args.repeat)
     whole_peak = _peak_above(call)
 
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # as model_speed's peer_timing
     total = sum(t for _, t, _ in rows)
     print(f"{args.config} {args.size}x{args.size} batch 1, {args.precision}, TF {tf.__version__}")
     print(f"  {'stage':<44}{'time':>9}     {'share':>6}{'tensors: peak above before':>29}")
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"resident: {imported:.0f} MB after importing TensorFlow/Keras/mrcnn_tf, {built:.0f} MB after "
         f"building the model ({weights:.0f} MB of weights), {before_whole:.0f} MB before the whole "
-        f"call (the stages' outputs still held); peak of the process {_memory_mb('VmHWM'):.0f} MB"
+        f"call (the stages' outputs still held); peak of the process {peak_rss:.0f} MB"
     )
     return 0
 

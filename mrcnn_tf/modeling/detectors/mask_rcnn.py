@@ -268,19 +268,19 @@ class MaskRCNN(keras.Model):
         it is what lets a saved ``.keras`` model reload its weights. The backbone, neck and RPN
         head run on the image and the RoI heads on 4 fixed boxes: the proposal and detection
         generators (NMS loops, dispatched op by op from Python when eager) are skipped, which
-        cuts the build of an R50-FPN from ~5 s to ~2 s (2-core VM). A part that overrides ``build`` and
-        is still unbuilt after that (a plugin whose proposal or detection generator has
-        weights) gets the full inference pass instead, on a 128×128 image keeping 16 proposals
-        and 4 detections (arguments of this call only).
+        cuts the build of an R50-FPN from ~5 s to ~2 s (2-core VM). A part that overrides
+        ``build`` and is still unbuilt after that (a plugin whose proposal or detection
+        generator has weights) gets the full inference pass instead, on a 128×128 image keeping
+        16 proposals and 4 detections (arguments of this call only).
         """
         if self.built:
             return
         self.built = True  # set first: the calls below must not build again
-        _, image_size, pyramid, *_ = self._pyramid({"images": tf.zeros([1, 64, 64, 3])}, False)
+        _, _, pyramid, *_ = self._pyramid({"images": tf.zeros([1, 64, 64, 3])}, False)
         boxes = tf.constant([[[0, 0, 32, 32], [8, 8, 40, 56], [16, 0, 64, 64], [0, 24, 48, 64]]], tf.float32)
         self.box_head(self.box_roi_aligner(pyramid, boxes), training=False)
         if self.mask_head is not None:
-            classes = {"classes": tf.ones([1, 4], tf.int32)} if self._class_kwargs(None) else {}
+            classes = self._class_kwargs(tf.ones([1, 4], tf.int32))
             self.mask_head(self._mask_features(pyramid, boxes), training=False, **classes)
         if self.keypoint_head is not None:
             self.keypoint_head(self.keypoint_roi_aligner(pyramid, boxes), training=False)

@@ -113,16 +113,17 @@ class ProposalGenerator(keras.layers.Layer):
         # One NMS for all levels: each level is its own problem ([B, L, k]), padded to the
         # largest level's k with removed entries (sorted input stays sorted). The same
         # suppression as one NMS per level, one loop instead of L (less to trace and optimise).
-        k = max(s.shape[1] for _, s in levels)
-        boxes = tf.stack([tf.pad(b, [[0, 0], [0, k - b.shape[1]], [0, 0]]) for b, _ in levels], 1)
+        per_level = max(s.shape[1] for _, s in levels)
+        boxes = tf.stack([tf.pad(b, [[0, 0], [0, per_level - b.shape[1]], [0, 0]]) for b, _ in levels], 1)
         scores = tf.stack(
-            [tf.pad(s, [[0, 0], [0, k - s.shape[1]]], constant_values=_REMOVED) for _, s in levels], 1
+            [tf.pad(s, [[0, 0], [0, per_level - s.shape[1]]], constant_values=_REMOVED) for _, s in levels],
+            1,
         )
-        out = min(post_k, k)
+        out = min(post_k, per_level)
         keep, num_kept = padded_nms(boxes, scores, out, self.nms_iou_threshold, _REMOVED / 2)
-        slots = tf.range(out)
-        kept = tf.where(slots < num_kept[..., None], tf.gather(scores, keep, batch_dims=2), _REMOVED)
-        scores = tf.reshape(kept, [-1, len(levels) * out])  # padding slots repeat index 0
+        # padding slots repeat index 0: their scores become _REMOVED
+        kept = tf.where(tf.range(out) < num_kept[..., None], tf.gather(scores, keep, batch_dims=2), _REMOVED)
+        scores = tf.reshape(kept, [-1, len(levels) * out])
         boxes = tf.reshape(tf.gather(boxes, keep, batch_dims=2), [-1, len(levels) * out, 4])
         k = min(post_k, scores.shape[1])
         scores, index = tf.math.top_k(scores, k=k)
