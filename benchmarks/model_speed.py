@@ -66,6 +66,7 @@ XLA_OVERRIDES = [
     "model.box_roi_aligner.backend=gather",
     "model.mask_roi_aligner.backend=gather",
     "model.detection_generator.nms_backend=padded",
+    "model.proposal_generator.nms_backend=padded",
     "model.mask_slots=all",
 ]
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}

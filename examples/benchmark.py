@@ -52,6 +52,7 @@ def main() -> None:
             "model.box_roi_aligner.backend=gather",
             "model.mask_roi_aligner.backend=gather",
             "model.detection_generator.nms_backend=padded",
+            "model.proposal_generator.nms_backend=padded",
             "model.mask_slots=all",
         ]
     model = mrcnn_tf.build_model(load_config(args.config, overrides))

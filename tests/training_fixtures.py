@@ -61,6 +61,7 @@ XLA_TRAINING = [
     "model.box_roi_aligner.backend=gather",
     "model.mask_roi_aligner.backend=gather",
     "model.detection_generator.nms_backend=padded",
+    "model.proposal_generator.nms_backend=padded",
     "model.mask_slots=all",
 ]
 

@@ -39,7 +39,9 @@ MODEL_FILE = "model.tflite"
 #: What to change when a TensorFlow op has no builtin (op -> the config key that avoids it).
 _OP_HINTS = {
     "CropAndResize": "a RoI aligner with backend: gather",
-    "CombinedNonMaxSuppression": "model.detection_generator.nms_backend: padded",
+    "CombinedNonMaxSuppression": (
+        "nms_backend: padded in model.detection_generator and model.proposal_generator"
+    ),
     "InvertPermutation": "a RoI aligner with backend: gather",
 }
 

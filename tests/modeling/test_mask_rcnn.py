@@ -245,6 +245,7 @@ def test_inference_compiles_with_xla_with_gather_aligners_and_padded_nms():
         "model.box_roi_aligner.backend=gather",
         "model.mask_roi_aligner.backend=gather",
         "model.detection_generator.nms_backend=padded",
+        "model.proposal_generator.nms_backend=padded",
         "model.mask_slots=all",
     )
     images = batch()["images"]

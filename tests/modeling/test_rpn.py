@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy_ref
 import pytest
+import tensorflow as tf
 
 from mrcnn_tf.modeling.rpn.anchor_labeler import AnchorLabeler
 from mrcnn_tf.modeling.rpn.proposal_generator import ProposalGenerator
@@ -48,8 +49,10 @@ def reference_proposals(logits, deltas, anchors, size, pre_k, post_k, threshold,
     return boxes[order], 1 / (1 + np.exp(-scores[order]))
 
 
+@pytest.mark.parametrize("traced", [False, True])
+@pytest.mark.parametrize("backend", ["combined", "padded"])
 @pytest.mark.parametrize("training", [True, False])
-def test_proposals_match_reference(training):
+def test_proposals_match_reference(training, backend, traced):
     rng = np.random.default_rng(1)
     anchors = {
         "P2": numpy_ref_anchors(rng, 60, 16.0),
@@ -63,14 +66,19 @@ def test_proposals_match_reference(training):
         pre_nms_topk_test=20,
         post_nms_topk_test=12,
         nms_iou_threshold=0.5,
+        nms_backend=backend,
     )
-    boxes, scores, valid = gen(
-        {k: v[None] for k, v in logits.items()},
-        {k: v[None] for k, v in deltas.items()},
-        anchors,
-        np.array([[60.0, 50.0]], np.float32),
-        training=training,
-    )
+
+    def run():
+        return gen(
+            {k: v[None] for k, v in logits.items()},
+            {k: v[None] for k, v in deltas.items()},
+            anchors,
+            np.array([[60.0, 50.0]], np.float32),
+            training=training,
+        )
+
+    boxes, scores, valid = tf.function(run)() if traced else run()
     pre_k, post_k = (40, 25) if training else (20, 12)
     ref_boxes, ref_scores = reference_proposals(logits, deltas, anchors, (60, 50), pre_k, post_k, 0.5)
     n = len(ref_boxes)
@@ -86,9 +94,47 @@ def numpy_ref_anchors(rng, n, size):
     return np.concatenate([centres - size / 2, centres + size / 2], axis=1).astype(np.float32)
 
 
-def test_min_size_removes_small_boxes_and_padding_fills_the_rest():
+def test_backends_agree_on_a_crowded_five_level_batch():
+    """Training settings on two images, five levels of very different sizes, many overlaps:
+    the fused op and the padded loop keep the same proposals (vs the float64 reference too)."""
+    rng = np.random.default_rng(3)
+    sizes = {"P2": 3000, "P3": 900, "P4": 250, "P5": 60, "P6": 15}
+    anchors = {k: numpy_ref_anchors(rng, n, 8.0 * 2 ** int(k[1:])) for k, n in sizes.items()}
+    logits = {k: rng.normal(scale=6.0, size=(2, len(a))).astype(np.float32) for k, a in anchors.items()}
+    deltas = {k: rng.normal(scale=0.3, size=(2, len(a), 4)).astype(np.float32) for k, a in anchors.items()}
+    size = np.array([[60.0, 60.0], [50.0, 40.0]], np.float32)
+    out = {}
+    for backend in ("combined", "padded"):
+        gen = ProposalGenerator(pre_nms_topk_train=400, post_nms_topk_train=300, nms_backend=backend)
+        out[backend] = [t.numpy() for t in gen(logits, deltas, anchors, size, training=True)]
+    for i in range(2):
+        ref_boxes, ref_scores = reference_proposals(
+            {k: v[i] for k, v in logits.items()},
+            {k: v[i] for k, v in deltas.items()},
+            anchors,
+            tuple(size[i]),
+            400,
+            300,
+            0.7,
+        )
+        n = len(ref_boxes)
+        assert n > 100  # the reference keeps many, from several levels
+        for boxes, scores, valid in out.values():
+            assert valid[i].sum() == n
+            np.testing.assert_allclose(boxes[i, :n], ref_boxes, atol=1e-4)
+            np.testing.assert_allclose(scores[i, :n], ref_scores, atol=1e-6)
+    np.testing.assert_array_equal(out["combined"][0], out["padded"][0])
+
+
+def test_unknown_nms_backend_is_named():
+    with pytest.raises(ValueError, match="nms_backend must be one of"):
+        ProposalGenerator(nms_backend="fast")
+
+
+@pytest.mark.parametrize("backend", ["combined", "padded"])
+def test_min_size_removes_small_boxes_and_padding_fills_the_rest(backend):
     anchors = {"P2": np.array([[0, 0, 10, 10], [20, 20, 21, 21], [30, 30, 40, 45]], np.float32)}
-    gen = ProposalGenerator(post_nms_topk_test=5, min_size=2.0)
+    gen = ProposalGenerator(post_nms_topk_test=5, min_size=2.0, nms_backend=backend)
     boxes, scores, valid = gen(
         {"P2": np.array([[0.5, 3.0, -1.0]], np.float32)},
         {"P2": np.zeros((1, 3, 4), np.float32)},

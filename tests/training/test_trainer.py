@@ -147,7 +147,8 @@ def test_bad_train_settings_are_config_errors(tmp_path, override, message):
 
 def test_xla_training_names_the_overrides_it_needs(tmp_path):
     expected = (
-        "model.box_roi_aligner.backend=gather model.mask_roi_aligner.backend=gather model.mask_slots=all"
+        "model.box_roi_aligner.backend=gather model.mask_roi_aligner.backend=gather "
+        "model.proposal_generator.nms_backend=padded model.mask_slots=all"
     )
     with pytest.raises(ConfigError, match=f"key 'train.jit_compile': true needs {expected}"):
         train(tiny_config("train.jit_compile=true"), tmp_path / "run", verbose=0)

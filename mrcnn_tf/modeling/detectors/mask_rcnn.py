@@ -435,14 +435,17 @@ class MaskRCNN(keras.Model):
     def xla_blockers(self) -> list[str]:
         """The config overrides an XLA-compiled training step needs and this model lacks.
 
-        ``crop_and_resize`` has no XLA kernel (use the ``gather`` RoIAlign) and XLA needs
-        static shapes (``mask_slots: all``); empty when the training step compiles.
+        ``crop_and_resize`` and the fused ``CombinedNonMaxSuppression`` have no XLA kernel (use
+        the ``gather`` RoIAlign and the ``padded`` proposal NMS) and XLA needs static shapes
+        (``mask_slots: all``); empty when the training step compiles.
         """
         fixes = [
             f"model.{key}.backend=gather"
             for key in ("box_roi_aligner", "mask_roi_aligner", "keypoint_roi_aligner")
             if getattr(getattr(self, key), "backend", None) == "crop_and_resize"
         ]
+        if getattr(self.proposal_generator, "nms_backend", None) == "combined":
+            fixes.append("model.proposal_generator.nms_backend=padded")
         return fixes + (["model.mask_slots=all"] if self.mask_slots != "all" else [])
 
     # ------------------------------------------------------------------------- losses

@@ -8,11 +8,13 @@ import keras
 import tensorflow as tf
 
 from mrcnn_tf.ops import boxes as box_ops
-from mrcnn_tf.ops.nms import padded_nms
+from mrcnn_tf.ops.nms import BACKENDS, padded_nms
 from mrcnn_tf.registries import PROPOSAL_GENERATORS
 
 #: Score given to removed candidates (below any real logit).
 _REMOVED = -1e9
+#: Below exp(-80): what the combined backend's scores must exceed.
+_MIN_EXP_SCORE = 1e-36
 
 
 @PROPOSAL_GENERATORS.register(injected=("box_coder",))
@@ -23,8 +25,9 @@ class ProposalGenerator(keras.layers.Layer):
     (with ``box_coder``) and clipped to the image, boxes with a side ``<= min_size``
     removed, then NMS at ``nms_iou_threshold`` (levels are suppressed independently, as
     Detectron2's ``batched_nms`` by level does). The ``post_nms_topk`` best of all levels
-    are kept. Defaults: pre 2000 / post 1000 in training, 1000 / 1000 at test (Detectron2's
-    FPN defaults, per image). Proposals carry no gradient.
+    are kept (equal scores may come in either order). Defaults: pre 2000 / post 1000 in
+    training, 1000 / 1000 at test (Detectron2's FPN defaults, per image). Proposals carry no
+    gradient.
 
     Args:
         pre_nms_topk_train, post_nms_topk_train, pre_nms_topk_test, post_nms_topk_test: see
@@ -33,6 +36,11 @@ class ProposalGenerator(keras.layers.Layer):
         min_size: minimum box side in input pixels (0 removes only empty boxes).
         box_coder: a :class:`~mrcnn_tf.ops.boxes.BoxCoder` (weights ``(1, 1, 1, 1)`` for the RPN);
             the builder passes the anchor labeler's, so that both use the same.
+        nms_backend: ``combined`` (TF's fused greedy op, levels as its classes: fast on CPU, no
+            XLA kernel, not a LiteRT builtin) or ``padded`` (TF's tiled padded NMS, all levels
+            as one batch of problems: static shapes, compiles with XLA, LiteRT builtins). The
+            same proposals; on a 2-core CPU at 640×640 ``combined`` takes 10 ms instead of
+            36 (inference) and 24 ms instead of 183 (training, batch 2, 2000 per level).
 
     Call:
         objectness: ``{"P2": [B, N2], ...}`` logits; deltas: ``{"P2": [B, N2, 4], ...}``;
@@ -55,6 +63,7 @@ class ProposalGenerator(keras.layers.Layer):
         nms_iou_threshold: float = 0.7,
         min_size: float = 0.0,
         box_coder: box_ops.BoxCoder | Mapping | None = None,
+        nms_backend: str = "combined",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -65,6 +74,9 @@ class ProposalGenerator(keras.layers.Layer):
             raise ValueError(
                 f"ProposalGenerator nms_iou_threshold must be in (0, 1], got {nms_iou_threshold}"
             )
+        if nms_backend not in BACKENDS:
+            raise ValueError(f"ProposalGenerator nms_backend must be one of {BACKENDS}, got '{nms_backend}'")
+        self.nms_backend = nms_backend
         self.pre_nms_topk_train = int(pre_nms_topk_train)
         self.post_nms_topk_train = int(post_nms_topk_train)
         self.pre_nms_topk_test = int(pre_nms_topk_test)
@@ -110,9 +122,43 @@ class ProposalGenerator(keras.layers.Layer):
             )
             for key in sorted(objectness, key=lambda k: int(k[1:]))
         ]
-        # One NMS for all levels: each level is its own problem ([B, L, k]), padded to the
-        # largest level's k with removed entries (sorted input stays sorted). The same
-        # suppression as one NMS per level, one loop instead of L (less to trace and optimise).
+        nms = self._combined_nms if self.nms_backend == "combined" else self._padded_nms
+        boxes, scores = nms(levels, post_k)
+        valid = scores > _REMOVED / 2
+        boxes = tf.where(valid[..., None], boxes, 0.0)
+        probs = tf.where(valid, tf.sigmoid(scores), 0.0)
+        return boxes, probs, valid
+
+    def _combined_nms(self, levels, post_k):
+        """NMS with TF's fused per-class op, each level a class: ``(boxes [B, post_k, 4],
+        scores [B, post_k])`` sorted, ``_REMOVED`` scores past the kept ones.
+
+        The op needs scores above -1 (its empty result slots score -1 and outrank lower ones),
+        so it ranks ``exp(logit)`` (order kept; logits clamped to ±80, beyond float32's range:
+        ties only above 80) and the logits come back as its log."""
+        boxes = tf.concat([b for b, _ in levels], 1)
+        logits = tf.concat([s for _, s in levels], 1)
+        positive = tf.where(logits > _REMOVED / 2, tf.exp(tf.clip_by_value(logits, -80.0, 80.0)), 0.0)
+        level = tf.concat([tf.fill([s.shape[1]], i) for i, (_, s) in enumerate(levels)], 0)
+        own_level = tf.one_hot(level, len(levels), on_value=True, off_value=False)  # [N, L]
+        scores = tf.where(own_level[None], positive[..., None], 0.0)  # [B, N, L]
+        out = tf.image.combined_non_max_suppression(
+            boxes[:, :, None, :],
+            scores,
+            max_output_size_per_class=min(post_k, max(s.shape[1] for _, s in levels)),
+            max_total_size=post_k,
+            iou_threshold=self.nms_iou_threshold,
+            score_threshold=_MIN_EXP_SCORE,
+            pad_per_class=False,
+            clip_boxes=False,
+        )
+        kept = tf.range(post_k)[None, :] < out.valid_detections[:, None]
+        logits = tf.math.log(tf.maximum(out.nmsed_scores, _MIN_EXP_SCORE))
+        return out.nmsed_boxes, tf.where(kept, logits, _REMOVED)
+
+    def _padded_nms(self, levels, post_k):
+        """The same with TF's padded NMS: one problem per image and level ([B, L, k], padded to
+        the largest level's k with removed entries: sorted input stays sorted), one loop."""
         per_level = max(s.shape[1] for _, s in levels)
         boxes = tf.stack([tf.pad(b, [[0, 0], [0, per_level - b.shape[1]], [0, 0]]) for b, _ in levels], 1)
         scores = tf.stack(
@@ -128,14 +174,11 @@ class ProposalGenerator(keras.layers.Layer):
         k = min(post_k, scores.shape[1])
         scores, index = tf.math.top_k(scores, k=k)
         boxes = tf.gather(boxes, index, batch_dims=1)
-        valid = scores > _REMOVED / 2
-        boxes = tf.where(valid[..., None], boxes, 0.0)
-        probs = tf.where(valid, tf.sigmoid(scores), 0.0)
         if k < post_k:  # fewer anchors than slots: pad so that the shape is always post_k
             pad = [[0, 0], [0, post_k - k]]
             boxes = tf.pad(boxes, [*pad, [0, 0]])
-            probs, valid = tf.pad(probs, pad), tf.pad(valid, pad)
-        return boxes, probs, valid
+            scores = tf.pad(scores, pad, constant_values=_REMOVED)
+        return boxes, scores
 
     def get_config(self):
         config = super().get_config()
@@ -147,5 +190,6 @@ class ProposalGenerator(keras.layers.Layer):
             nms_iou_threshold=self.nms_iou_threshold,
             min_size=self.min_size,
             box_coder=self.box_coder.get_config(),
+            nms_backend=self.nms_backend,
         )
         return config
