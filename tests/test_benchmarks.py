@@ -56,6 +56,7 @@ def test_every_benchmark_script_is_covered_here():
         "bf16_accuracy.py",
         "converted_vs_torchvision.py",
         "litert_export.py",
+        "distributed_eval.py",
     }
     assert set(scripts) == covered, f"add a tiny run of {set(scripts) - covered} to this file"
 
@@ -140,6 +141,20 @@ def test_data_pipeline_measures_every_case(tmp_path):
     )
     for case in ("coco", "tfrecord", "train"):
         assert f"{case}:" in out and "images/s" in out, out
+
+
+def test_distributed_eval_times_every_mode_and_checks_they_agree(tmp_path):
+    """One device, two mirrored logical CPUs and two localhost workers on 4 images; the script
+    itself fails when a mode's detections or AP differ from one device's."""
+    record = tmp_path / "eval.json"
+    sets = [a for s in TINY for a in ("--set", s)]
+    out = run("distributed_eval.py", "--images=4", f"--json={record}", *sets)
+    records = json.loads(record.read_text())
+    assert [r["mode"] for r in records] == ["single", "mirrored", "multi_worker"]
+    assert [r["replicas"] for r in records] == [1, 2, 2]
+    assert all(r["num_images"] == 4 and r["num_detections"] == records[0]["num_detections"] for r in records)
+    assert records[0]["num_detections"] > 0  # score threshold 0: every slot is a result
+    assert "multi_worker" in out and "box AP" in out
 
 
 def test_bf16_accuracy_evaluates_a_run_directory_twice():
