@@ -61,14 +61,6 @@ BENCH_OVERRIDES = [
     "model.detection_generator.max_detections=100",
     "model.detection_generator.score_threshold=0.0",
 ]
-#: What XLA needs (``MaskRCNN.xla_blockers``): static shapes and no crop_and_resize.
-XLA_OVERRIDES = [
-    "model.box_roi_aligner.backend=gather",
-    "model.mask_roi_aligner.backend=gather",
-    "model.detection_generator.nms_backend=padded",
-    "model.proposal_generator.nms_backend=padded",
-    "model.mask_slots=all",
-]
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
@@ -82,6 +74,8 @@ def _peer_timing():
 
 
 def _overrides(args, size: int) -> list[str]:
+    from mrcnn_tf.export.targets import XLA_OVERRIDES  # static shapes, no crop_and_resize or fused NMS
+
     sizes = [f"data.pipeline.min_size={size}", f"data.pipeline.max_size={size}"]
     return [*BENCH_OVERRIDES, *sizes, *(XLA_OVERRIDES if args.xla else []), *args.set]
 

@@ -44,17 +44,10 @@ def main() -> None:
     import mrcnn_tf
     from mrcnn_tf.config import load_config
     from mrcnn_tf.data.synthetic import random_model_batch
+    from mrcnn_tf.export.targets import XLA_OVERRIDES
     from mrcnn_tf.ops.roi_align import multilevel_roi_align
 
-    overrides = []
-    if args.xla:
-        overrides = [
-            "model.box_roi_aligner.backend=gather",
-            "model.mask_roi_aligner.backend=gather",
-            "model.detection_generator.nms_backend=padded",
-            "model.proposal_generator.nms_backend=padded",
-            "model.mask_slots=all",
-        ]
+    overrides = list(XLA_OVERRIDES) if args.xla else []
     model = mrcnn_tf.build_model(load_config(args.config, overrides))
     x = random_model_batch(args.batch, args.size)
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mrcnn_tf.export.targets import XLA_OVERRIDES
+
 TINY_MODEL = [
     "model.backbone.width=8",
     "model.backbone.norm=bn",
@@ -55,15 +57,8 @@ DISTRIBUTED_EVAL = (
     "data.pipeline.batch_size=2",
 )
 
-#: The overrides an XLA-compiled training step needs (static shapes, gather RoIAlign).
-XLA_TRAINING = [
-    "train.jit_compile=true",
-    "model.box_roi_aligner.backend=gather",
-    "model.mask_roi_aligner.backend=gather",
-    "model.detection_generator.nms_backend=padded",
-    "model.proposal_generator.nms_backend=padded",
-    "model.mask_slots=all",
-]
+#: An XLA-compiled training step and what it needs (static shapes, gather RoIAlign, padded NMS).
+XLA_TRAINING = ["train.jit_compile=true", *XLA_OVERRIDES]
 
 
 def child_env(**extra: str) -> dict:

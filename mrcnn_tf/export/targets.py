@@ -19,6 +19,16 @@ from typing import Any
 
 TARGETS = ("any", "cpu", "gpu")
 LITERT = "litert"
+#: Config overrides with which a stock Mask R-CNN config's training step and inference compile
+#: with XLA (``jit_compile=True``): static shapes, no ``crop_and_resize`` and no fused NMS
+#: (``MaskRCNN.xla_blockers`` names the training step's share of them for a given model).
+XLA_OVERRIDES = (
+    "model.box_roi_aligner.backend=gather",
+    "model.mask_roi_aligner.backend=gather",
+    "model.detection_generator.nms_backend=padded",
+    "model.proposal_generator.nms_backend=padded",
+    "model.mask_slots=all",
+)
 
 
 def _takes(key: str, part: dict, argument: str) -> bool:

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import mrcnn_tf
 from mrcnn_tf.config import load_config
+from mrcnn_tf.export.targets import XLA_OVERRIDES
 
 #: Small sample counts keep CPU steps fast; the architecture is the config's.
 FAST = [
@@ -240,14 +241,7 @@ def test_fresh_model_fits_and_reloads_from_a_keras_file_with_identical_detection
 
 
 def test_inference_compiles_with_xla_with_gather_aligners_and_padded_nms():
-    model = build(
-        "mask_rcnn_r18_fpn_synthetic.yaml",
-        "model.box_roi_aligner.backend=gather",
-        "model.mask_roi_aligner.backend=gather",
-        "model.detection_generator.nms_backend=padded",
-        "model.proposal_generator.nms_backend=padded",
-        "model.mask_slots=all",
-    )
+    model = build("mask_rcnn_r18_fpn_synthetic.yaml", *XLA_OVERRIDES)
     images = batch()["images"]
     eager = model({"images": images})
     compiled = tf.function(lambda x: model({"images": x}), jit_compile=True)(images)
